@@ -1,0 +1,31 @@
+# gmptl — GMP-TL speech emotion recognition on IEMOCAP, as a Snakemake workflow.
+# Usage: see README.md. Demo: snakemake --cores 2 --configfile demo.yaml
+
+import sys
+from pathlib import Path
+
+from snakemake.utils import min_version
+
+min_version("8.20")
+
+sys.path.insert(0, str(Path(workflow.basedir) / "workflow" / "scripts"))
+from gmptl.config import validate_config  # noqa: E402
+
+
+configfile: "config.yaml"
+
+
+config.update(validate_config(config))
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/corpus.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

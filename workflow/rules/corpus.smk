@@ -1,0 +1,41 @@
+# Corpus → manifest and leave-one-session-out folds; the synthetic demo corpus.
+
+
+rule make_demo_corpus:
+    output:
+        corpus=directory(CORPUS_ROOT),
+    params:
+        demo=config["demo"],
+        sessions=FOLDS,
+    log:
+        "results/logs/make_demo_corpus.log",
+    script:
+        "../scripts/make_demo_corpus.py"
+
+
+rule build_manifest:
+    input:
+        corpus=corpus_input,
+    output:
+        manifest="results/manifest.tsv",
+        counts="results/manifest_counts.tsv",
+    params:
+        corpus=config["corpus"],
+    log:
+        "results/logs/build_manifest.log",
+    script:
+        "../scripts/build_manifest.py"
+
+
+rule make_folds:
+    input:
+        manifest="results/manifest.tsv",
+    output:
+        folds="results/folds.tsv",
+    params:
+        folds=config["folds"],
+        seed=config["seed"],
+    log:
+        "results/logs/make_folds.log",
+    script:
+        "../scripts/make_folds.py"

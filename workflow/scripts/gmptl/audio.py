@@ -1,0 +1,69 @@
+"""Audio I/O with soundfile; resampling with soxr. Mono float32 at the backbone's rate."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from .errors import AudioError
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What a wav header says, read without decoding."""
+
+    sample_rate: int
+    channels: int
+    frames: int
+
+    @property
+    def duration_s(self) -> float:
+        return self.frames / self.sample_rate
+
+
+def audio_info(path: str | os.PathLike) -> AudioInfo:
+    """Sample rate, channels and length from the file header."""
+    try:
+        info = sf.info(str(path))
+    except (RuntimeError, sf.LibsndfileError) as err:
+        raise AudioError(f"audio file '{path}' cannot be read ({err}); re-copy it from the corpus") from err
+    if info.frames <= 0:
+        raise AudioError(f"audio file '{path}' holds no samples; re-copy it from the corpus")
+    return AudioInfo(sample_rate=int(info.samplerate), channels=int(info.channels), frames=int(info.frames))
+
+
+def check_format(path: str | os.PathLike, info: AudioInfo, sample_rate: int, on_mismatch: str) -> bool:
+    """True when `path` needs conversion at load time; raises when `on_mismatch` is 'error'."""
+    matches = info.sample_rate == sample_rate and info.channels == 1
+    if not matches and on_mismatch == "error":
+        raise AudioError(
+            f"audio file '{path}' is {info.sample_rate} Hz with {info.channels} channel(s), expected "
+            f"{sample_rate} Hz mono; convert it, or set corpus.on_format_mismatch: convert"
+        )
+    return not matches
+
+
+def load_audio(path: str | os.PathLike, sample_rate: int, on_mismatch: str = "convert") -> np.ndarray:
+    """Decode `path` as mono float32 at `sample_rate` (channels averaged, soxr 'HQ' resampling)."""
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except (RuntimeError, sf.LibsndfileError) as err:
+        raise AudioError(f"audio file '{path}' cannot be read ({err}); re-copy it from the corpus") from err
+    if data.shape[0] == 0:
+        raise AudioError(f"audio file '{path}' holds no samples; re-copy it from the corpus")
+    check_format(path, AudioInfo(rate, data.shape[1], data.shape[0]), sample_rate, on_mismatch)
+    wave = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+    if rate != sample_rate:
+        wave = soxr.resample(wave, rate, sample_rate, quality="HQ")
+    return np.ascontiguousarray(wave, dtype=np.float32)
+
+
+def resampled_frames(frames: int, rate: int, target_rate: int) -> int:
+    """Number of samples `frames` samples at `rate` become at `target_rate` (as soxr produces)."""
+    if rate == target_rate:
+        return frames
+    return int(round(frames * target_rate / rate))

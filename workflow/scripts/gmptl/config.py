@@ -1,0 +1,162 @@
+"""Config validation against the JSON schema, defaults, and per-experiment settings.
+
+The Snakefile calls `validate_config` once at start-up; scripts receive the resolved
+per-experiment settings as rule params. Every failure is a `ConfigError` naming the key.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from .errors import ConfigError
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
+METHOD_KEYS = ("seed", "backbone", "gmp", "features", "kmeans", "train", "mtl", "stage1", "stage2")
+STAGES = ("mtl", "stage1", "stage2")
+
+
+def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
+    """The config schema as a dict."""
+    return yaml.safe_load(Path(path).read_text())
+
+
+def _with_defaults(validator_class):
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, subschema in properties.items():
+                if "default" in subschema and name not in instance:
+                    instance[name] = copy.deepcopy(subschema["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+_Validator = _with_defaults(jsonschema.Draft202012Validator)
+
+
+def _key(path, prefix: str = "") -> str:
+    parts = [prefix] if prefix else []
+    for item in path:
+        if isinstance(item, int):
+            parts[-1:] = [f"{parts[-1] if parts else ''}[{item}]"]
+        else:
+            parts.append(str(item))
+    return ".".join(parts) or "<top level>"
+
+
+def _describe(error: jsonschema.ValidationError, prefix: str) -> str:
+    key = _key(error.absolute_path, prefix)
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = sorted(error.schema.get("properties", {}))
+        unknown = sorted(set(error.instance) - set(allowed))
+        where = f"under '{key}'" if error.absolute_path or prefix else "at the top level"
+        hint = f" (allowed: {', '.join(allowed)})" if allowed else ""
+        return f"config: unknown key {', '.join(repr(u) for u in unknown)} {where}{hint}"
+    if error.validator == "required":
+        missing = error.message.split("'")[1] if "'" in error.message else error.message
+        full = f"{key}.{missing}" if key != "<top level>" else missing
+        return f"config: required key '{full}' is missing"
+    value = error.instance
+    return f"config key '{key}': {value!r} is invalid ({error.message})"
+
+
+def _validate(instance: dict, schema: dict, prefix: str = "") -> dict:
+    filled = copy.deepcopy(instance)
+    validator = _Validator(schema)
+    errors = sorted(validator.iter_errors(filled), key=lambda e: (len(e.absolute_path), list(e.absolute_path)))
+    if errors:
+        raise ConfigError(_describe(errors[0], prefix))
+    return filled
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """A copy of `base` with `override` merged in, recursively for nested dicts."""
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def validate_config(config: dict, schema: dict | None = None) -> dict:
+    """Validate `config`, fill defaults, check cross-key consistency; return the filled copy."""
+    schema = schema or load_schema()
+    if not isinstance(config, dict):
+        raise ConfigError("config: the config file must be a mapping of keys to values")
+    filled = _validate(config, schema)
+    _check_corpus(filled["corpus"])
+    if filled["demo"]["min_duration_s"] > filled["demo"]["max_duration_s"]:
+        raise ConfigError("config key 'demo.min_duration_s' is larger than 'demo.max_duration_s'")
+    for name in filled["experiments"]:
+        experiment_settings(filled, name, schema)
+    return filled
+
+
+def _check_corpus(corpus: dict) -> None:
+    classes = corpus["classes"]
+    unknown = sorted({v for v in corpus["label_map"].values() if v not in classes})
+    if unknown:
+        raise ConfigError(
+            f"config key 'corpus.label_map' maps to {unknown}, which are not in corpus.classes {classes}"
+        )
+    unused = [c for c in classes if c not in corpus["label_map"].values()]
+    if unused:
+        raise ConfigError(f"config key 'corpus.classes': no label in corpus.label_map maps to {unused}")
+
+
+def experiment_settings(config: dict, name: str, schema: dict | None = None) -> dict:
+    """The full method settings of experiment `name`: top-level method keys with its overrides merged.
+
+    Each stage's `train` is resolved too: `train` defaults with `<stage>.train` merged over them.
+    """
+    schema = schema or load_schema()
+    if name not in config["experiments"]:
+        raise ConfigError(f"config key 'experiments': no experiment named '{name}'")
+    base = {key: config[key] for key in METHOD_KEYS}
+    merged = deep_merge(base, config["experiments"][name] or {})
+    method_schema = {
+        "$defs": schema["$defs"],
+        "type": "object",
+        "properties": {key: schema["properties"][key] for key in METHOD_KEYS},
+    }
+    settings = _validate(merged, method_schema, prefix=f"experiments.{name}")
+    train_schema = {"$defs": schema["$defs"], **schema["$defs"]["train"]}
+    for stage in STAGES:
+        stage_train = deep_merge(settings["train"], settings[stage].get("train", {}))
+        settings[stage]["train"] = _validate(stage_train, train_schema, prefix=f"experiments.{name}.{stage}.train")
+    _check_loss_weights(settings, name)
+    return settings
+
+
+def _check_loss_weights(settings: dict, name: str) -> None:
+    heads = set(gmp_heads(settings["gmp"]["layers"], settings["gmp"]["k"]))
+    unknown = sorted(set(settings["stage1"]["loss_weights"]) - heads)
+    if unknown:
+        raise ConfigError(
+            f"config key 'experiments.{name}.stage1.loss_weights' names {unknown}, "
+            f"which are not GMP heads of this experiment ({sorted(heads)})"
+        )
+
+
+def gmp_heads(layers: list[int], ks: list[int]) -> list[str]:
+    """Names of the GMP frame heads, one per (layer, k): 'L<layer>_k<k>'."""
+    return [f"L{layer}_k{k}" for layer in layers for k in ks]
+
+
+def needs_gmp(settings: dict) -> bool:
+    """Whether an experiment uses the GMP branch (mtl → features → k-means → stage 1)."""
+    return settings["stage2"]["init"] == "stage1"
+
+
+def load_yaml(path: str | Path) -> Any:
+    """Read a YAML file (used by tests and tools; Snakemake reads config files itself)."""
+    return yaml.safe_load(Path(path).read_text())

@@ -1,0 +1,67 @@
+"""Atomic writes, TSV helpers and provenance hashes."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+
+from . import __version__
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; it replaces `path` only if the block succeeds.
+
+    Works for files and folders. A killed or failing writer leaves no file that looks finished.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    staged = tmp / target.name
+    try:
+        yield staged
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        os.replace(staged, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_tsv(frame: pd.DataFrame, path: str | os.PathLike, float_format: str | None = None) -> None:
+    """Write a tab-separated table atomically (no index)."""
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, sep="\t", index=False, float_format=float_format)
+
+
+def write_json(obj, path: str | os.PathLike) -> None:
+    """Write JSON atomically, keys sorted, human-readable."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def stable_hash(obj) -> str:
+    """Short hash of a JSON-able object, independent of key order (used as config hash / fingerprint)."""
+    text = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def file_digest(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Short content hash of one file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def code_version() -> str:
+    """The gmptl version recorded in every artefact's provenance."""
+    return f"gmptl {__version__}"

@@ -1,0 +1,75 @@
+"""Process-level concerns in one place: logging, error reporting, device, precision and seeds."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import GmptlError, TrainingError
+
+log = logging.getLogger("gmptl")
+
+
+def setup_logging(log_file: str | os.PathLike | None = None, level: int = logging.INFO) -> None:
+    """Log to stderr and, when given, to `log_file`; uncaught errors land in the log too.
+
+    A `GmptlError` is reported as its one-sentence message; anything else with its traceback.
+    Either way the process exits non-zero.
+    """
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_file, mode="w"))
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=handlers,
+        force=True,
+    )
+    sys.excepthook = _report_uncaught
+
+
+def _report_uncaught(exc_type, exc, tb) -> None:
+    if isinstance(exc, GmptlError):
+        log.error("%s", exc)
+    else:
+        log.critical("unexpected error", exc_info=(exc_type, exc, tb))
+    logging.shutdown()
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` → CUDA when present, else CPU; `cuda`/`cuda:N` must exist; `cpu` always works."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise TrainingError(
+            f"config asks for device '{name}' but no CUDA device is visible to this job; "
+            "set device: auto (or cpu), or request a GPU from the scheduler"
+        )
+    try:
+        return torch.device(name)
+    except RuntimeError as err:
+        raise TrainingError(f"config device '{name}' is not a valid torch device ({err})") from err
+
+
+def autocast(device: torch.device, precision: str = "auto"):
+    """bf16 autocast on CUDA (`auto` or `bf16`), fp16 when asked, plain fp32 otherwise."""
+    if device.type != "cuda" or precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.float16 if precision == "fp16" else torch.bfloat16
+    return torch.autocast(device_type="cuda", dtype=dtype)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) once, visibly."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    log.info("seed %d", seed)
