@@ -1,12 +1,13 @@
-# Helpers shared by the rules. Functions take what they need as arguments or wildcards;
-# the library (workflow/scripts/gmptl) never sees `snakemake` or `config`.
+# Helpers shared by the rules. Input functions map wildcards to paths; the library
+# (workflow/scripts/gmptl) never sees `snakemake` or `config`.
 
-from gmptl.config import experiment_settings, needs_gmp
+from gmptl.config import experiment_settings, gmp_heads, needs_gmp
 
 EXPERIMENTS = {name: experiment_settings(config, name) for name in config["experiments"]}
 FOLDS = sorted(config["corpus"]["sessions"])
 DEMO = config["demo"]["enabled"]
 CORPUS_ROOT = config["corpus"]["root"]
+RUNTIME = {"device": config["device"], "precision": config["precision"]}
 
 
 wildcard_constraints:
@@ -14,6 +15,11 @@ wildcard_constraints:
     fold=r"\d+",
     layer=r"\d+",
     k=r"\d+",
+    stage="mtl|stage1|stage2",
+
+
+def exp_settings(wildcards):
+    return EXPERIMENTS[wildcards.exp]
 
 
 def corpus_input(wildcards):
@@ -21,9 +27,85 @@ def corpus_input(wildcards):
     return [CORPUS_ROOT] if DEMO else []
 
 
+def fold_dir(wildcards):
+    return f"results/{wildcards.exp}/fold{wildcards.fold}"
+
+
+def init_input(wildcards, init):
+    """Named input of a stage's initial weights: a model folder, or the demo's tiny backbone."""
+    if init == "pretrained":
+        backbone = EXPERIMENTS[wildcards.exp]["backbone"]
+        return {"backbone": backbone} if DEMO and backbone == config["backbone"] else {}
+    return {"model": f"{fold_dir(wildcards)}/{init}"}
+
+
+def mtl_init(wildcards):
+    return init_input(wildcards, "pretrained")
+
+
+def stage1_init(wildcards):
+    return init_input(wildcards, EXPERIMENTS[wildcards.exp]["stage1"]["init"])
+
+
+def stage2_init(wildcards):
+    return init_input(wildcards, EXPERIMENTS[wildcards.exp]["stage2"]["init"])
+
+
+def feature_model(wildcards):
+    """The GMP features are read from the fold's gender-augmented multi-task model."""
+    return f"{fold_dir(wildcards)}/mtl"
+
+
+def gmp_label_files(wildcards):
+    gmp = EXPERIMENTS[wildcards.exp]["gmp"]
+    return {
+        f"L{layer}_k{k}": f"{fold_dir(wildcards)}/gmp/layer{layer}_k{k}.h5"
+        for layer in gmp["layers"]
+        for k in gmp["k"]
+    }
+
+
+def state_dir(wildcards, output):
+    """Undeclared resume folder beside the declared model folder (survives Snakemake's cleanup)."""
+    return f"{output.model}.resume"
+
+
+def train_runtime(wildcards, attempt):
+    """Minutes requested per training job; grows with each retry after a time-out."""
+    return 240 * attempt
+
+
+def fold_files(wildcards, name):
+    return [f"results/{wildcards.exp}/fold{fold}/{name}" for fold in FOLDS]
+
+
+def fold_metrics(wildcards):
+    return fold_files(wildcards, "metrics.tsv")
+
+
+def fold_predictions(wildcards):
+    return fold_files(wildcards, "predictions.tsv")
+
+
+def stage_models(wildcards):
+    """Every model folder of an experiment (their history.tsv feed the training curves)."""
+    stages = ["mtl", "stage1", "stage2"] if needs_gmp(EXPERIMENTS[wildcards.exp]) else ["stage2"]
+    if EXPERIMENTS[wildcards.exp]["stage2"]["init"] == "mtl":
+        stages = ["mtl", "stage2"]
+    return {f"{stage}_fold{fold}": f"results/{wildcards.exp}/fold{fold}/{stage}" for stage in stages for fold in FOLDS}
+
+
+def experiment_summaries(wildcards):
+    return {name: f"results/{name}/metrics/summary.tsv" for name in EXPERIMENTS}
+
+
 def all_targets():
-    return [
-        "results/manifest.tsv",
-        "results/manifest_counts.tsv",
-        "results/folds.tsv",
-    ]
+    targets = ["results/manifest.tsv", "results/manifest_counts.tsv", "results/folds.tsv", "results/comparison.tsv"]
+    for name in EXPERIMENTS:
+        targets += [
+            f"results/{name}/metrics/folds.tsv",
+            f"results/{name}/metrics/summary.tsv",
+            f"results/{name}/plots/confusion.png",
+            f"results/{name}/plots/training_curves.png",
+        ]
+    return targets

@@ -17,6 +17,7 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, HubertConfig, HubertModel, Wav2Vec2FeatureExtractor
@@ -128,13 +129,18 @@ class SpeechEncoder(nn.Module):
     def hidden_size(self) -> int:
         return self.model.config.hidden_size
 
+    @property
+    def frame_hop(self) -> int:
+        """Samples between consecutive frames (320 for HuBERT: 50 frames/s at 16 kHz)."""
+        return int(np.prod(self.model.config.conv_stride))
+
     def frame_lengths(self, num_samples: torch.Tensor) -> torch.Tensor:
         """Frames the backbone makes of utterances of `num_samples` samples."""
         return self.model._get_feat_extract_output_lengths(num_samples).long()
 
     def freeze_feature_encoder(self) -> None:
-        for param in self.model.feature_extractor.parameters():
-            param.requires_grad = False
+        """No gradients through the convolutional encoder (HF's own switch, which also stops input grads)."""
+        self.model.feature_extractor._freeze_parameters()
 
     def _normalize(self, waves: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         valid = torch.arange(waves.shape[1], device=waves.device)[None] < lengths[:, None]

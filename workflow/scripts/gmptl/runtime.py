@@ -73,3 +73,16 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     log.info("seed %d", seed)
+
+
+def configure_torch(threads: int) -> None:
+    """Use `threads` CPU threads and keep transformers quiet (no progress bars in logs)."""
+    torch.set_num_threads(max(1, threads))
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        pass

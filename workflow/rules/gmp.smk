@@ -1,0 +1,57 @@
+# GMP extraction: frame features of the multi-task model → k-means per (layer, k) → frame labels.
+
+
+rule make_tiny_backbone:
+    output:
+        backbone=directory(config["backbone"]),
+    params:
+        demo=config["demo"],
+    log:
+        "results/logs/make_tiny_backbone.log",
+    script:
+        "../scripts/make_tiny_backbone.py"
+
+
+rule extract_features:
+    input:
+        manifest="results/manifest.tsv",
+        folds="results/folds.tsv",
+        model=feature_model,
+    output:
+        features="results/{exp}/fold{fold}/features.h5",
+    params:
+        settings=exp_settings,
+        corpus=config["corpus"],
+        runtime=RUNTIME,
+    threads: config["threads"]
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=120,
+    log:
+        "results/logs/{exp}/fold{fold}/features.log",
+    benchmark:
+        "results/benchmarks/{exp}/fold{fold}/features.tsv"
+    script:
+        "../scripts/extract_features.py"
+
+
+rule fit_kmeans:
+    input:
+        features="results/{exp}/fold{fold}/features.h5",
+    output:
+        labels="results/{exp}/fold{fold}/gmp/layer{layer}_k{k}.h5",
+    params:
+        settings=exp_settings,
+        runtime=RUNTIME,
+    threads: config["threads"]
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=120,
+    log:
+        "results/logs/{exp}/fold{fold}/gmp/layer{layer}_k{k}.log",
+    benchmark:
+        "results/benchmarks/{exp}/fold{fold}/gmp/layer{layer}_k{k}.tsv"
+    script:
+        "../scripts/fit_kmeans.py"

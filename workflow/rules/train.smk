@@ -1,0 +1,79 @@
+# The three training stages per fold: multi-task (emotion + gender) → stage 1 (GMP frame CE)
+# → stage 2 (utterance emotion, AM-Softmax). Each writes a model folder; per-epoch state for
+# resuming lives in the undeclared folder <model>.resume beside it.
+
+
+rule train_mtl:
+    input:
+        unpack(mtl_init),
+        manifest="results/manifest.tsv",
+        folds="results/folds.tsv",
+    output:
+        model=directory("results/{exp}/fold{fold}/mtl"),
+    params:
+        settings=exp_settings,
+        corpus=config["corpus"],
+        runtime=RUNTIME,
+        state_dir=state_dir,
+    threads: config["threads"]
+    resources:
+        gpu=1,
+        mem_mb=32000,
+        runtime=train_runtime,
+    log:
+        "results/logs/{exp}/fold{fold}/mtl.log",
+    benchmark:
+        "results/benchmarks/{exp}/fold{fold}/mtl.tsv"
+    script:
+        "../scripts/train_mtl.py"
+
+
+rule train_stage1:
+    input:
+        unpack(stage1_init),
+        unpack(gmp_label_files),
+        manifest="results/manifest.tsv",
+        folds="results/folds.tsv",
+    output:
+        model=directory("results/{exp}/fold{fold}/stage1"),
+    params:
+        settings=exp_settings,
+        corpus=config["corpus"],
+        runtime=RUNTIME,
+        state_dir=state_dir,
+    threads: config["threads"]
+    resources:
+        gpu=1,
+        mem_mb=32000,
+        runtime=train_runtime,
+    log:
+        "results/logs/{exp}/fold{fold}/stage1.log",
+    benchmark:
+        "results/benchmarks/{exp}/fold{fold}/stage1.tsv"
+    script:
+        "../scripts/train_stage1.py"
+
+
+rule train_stage2:
+    input:
+        unpack(stage2_init),
+        manifest="results/manifest.tsv",
+        folds="results/folds.tsv",
+    output:
+        model=directory("results/{exp}/fold{fold}/stage2"),
+    params:
+        settings=exp_settings,
+        corpus=config["corpus"],
+        runtime=RUNTIME,
+        state_dir=state_dir,
+    threads: config["threads"]
+    resources:
+        gpu=1,
+        mem_mb=32000,
+        runtime=train_runtime,
+    log:
+        "results/logs/{exp}/fold{fold}/stage2.log",
+    benchmark:
+        "results/benchmarks/{exp}/fold{fold}/stage2.tsv"
+    script:
+        "../scripts/train_stage2.py"

@@ -1,0 +1,168 @@
+"""One model class: a speech backbone plus heads (utterance emotion, utterance gender, GMP frame heads).
+
+A training stage is a choice of initial weights, active heads and loss weights (see `stages`);
+all stages share this class and the training loop in `train`.
+
+A model folder holds `backbone/` (save_pretrained, readable by `backbone.load_backbone`, so the
+feature rule and later stages can start from it), `heads.pt` (every other weight) and
+`model.json` (head layout, classes, provenance, best epoch and validation scores).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import Wav2Vec2FeatureExtractor
+
+from .backbone import SpeechEncoder, input_normalization, load_backbone
+from .errors import BackboneError
+
+
+@dataclass
+class HeadSpec:
+    """Which heads a model carries and how they are shaped."""
+
+    classes: list[str]
+    emotion_pooling: str | None = "mean"  # None: no emotion head
+    emotion_classifier: str = "linear"  # linear | amsoftmax
+    margin: float = 0.2
+    scale: float = 30.0
+    gender_pooling: str | None = None  # None: no gender head
+    gmp_heads: dict[str, int] = field(default_factory=dict)  # "L9_k512" -> k
+
+
+def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over valid frames: (B, T, D) with (B, T) mask → (B, D)."""
+    weights = mask.to(hidden.dtype)[..., None]
+    return (hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+
+
+class Pooling(nn.Module):
+    """Utterance pooling over valid frames only: `mean` or `attentive` (learned frame weights)."""
+
+    def __init__(self, kind: str, dim: int):
+        super().__init__()
+        self.kind = kind
+        self.score = nn.Linear(dim, 1) if kind == "attentive" else None
+
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.score is None:
+            return masked_mean(hidden, mask)
+        scores = self.score(hidden).squeeze(-1).masked_fill(~mask, torch.finfo(hidden.dtype).min)
+        weights = torch.softmax(scores.float(), dim=1).to(hidden.dtype)
+        return (hidden * weights[..., None]).sum(1)
+
+
+class AMSoftmax(nn.Module):
+    """Additive-margin softmax: logits s·(cos θ − m·onehot) in training, s·cos θ for scoring."""
+
+    def __init__(self, dim: int, classes: int, margin: float, scale: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(classes, dim) * 0.01)
+        self.margin, self.scale = margin, scale
+
+    def forward(self, x: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+        cosine = F.normalize(x.float(), dim=-1) @ F.normalize(self.weight.float(), dim=-1).T
+        if targets is not None:
+            cosine = cosine - self.margin * F.one_hot(targets, cosine.shape[1]).to(cosine.dtype)
+        return self.scale * cosine
+
+
+class LinearClassifier(nn.Module):
+    def __init__(self, dim: int, classes: int):
+        super().__init__()
+        self.linear = nn.Linear(dim, classes)
+
+    def forward(self, x: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+        return self.linear(x).float()
+
+
+class UtteranceHead(nn.Module):
+    def __init__(self, pooling: str, dim: int, classifier: nn.Module):
+        super().__init__()
+        self.pooling = Pooling(pooling, dim)
+        self.classifier = classifier
+
+    def forward(self, hidden, mask, targets=None) -> torch.Tensor:
+        return self.classifier(self.pooling(hidden, mask), targets)
+
+
+class GmptlModel(nn.Module):
+    """Backbone + heads. `forward` returns logits of every active head and the frame mask."""
+
+    def __init__(self, encoder: SpeechEncoder, spec: HeadSpec):
+        super().__init__()
+        self.encoder, self.spec = encoder, spec
+        dim, n_classes = encoder.hidden_size, len(spec.classes)
+        self.emotion = None
+        if spec.emotion_pooling:
+            classifier = (
+                AMSoftmax(dim, n_classes, spec.margin, spec.scale)
+                if spec.emotion_classifier == "amsoftmax"
+                else LinearClassifier(dim, n_classes)
+            )
+            self.emotion = UtteranceHead(spec.emotion_pooling, dim, classifier)
+        self.gender = UtteranceHead(spec.gender_pooling, dim, LinearClassifier(dim, 2)) if spec.gender_pooling else None
+        self.frame_heads = nn.ModuleDict({name: nn.Linear(dim, k) for name, k in spec.gmp_heads.items()})
+        embed = getattr(encoder.model, "masked_spec_embed", None)
+        init = embed.detach().clone() if embed is not None else torch.rand(dim) - 0.5
+        self.mask_embedding = nn.Parameter(init.float())
+
+    def forward(self, waves, lengths, *, emotion=None, gender=None, time_mask=None) -> dict[str, torch.Tensor]:
+        _, hidden, mask = self.encoder(waves, lengths, (), time_mask, self.mask_embedding)
+        out = {"frame_mask": mask}
+        if self.emotion is not None:
+            out["emotion"] = self.emotion(hidden, mask, emotion)
+        if self.gender is not None:
+            out["gender"] = self.gender(hidden, mask, gender)
+        for name, head in self.frame_heads.items():
+            out[name] = head(hidden).float()
+        return out
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        return [p for name, p in self.named_parameters() if not name.startswith("encoder.")]
+
+    def backbone_parameters(self) -> list[nn.Parameter]:
+        return list(self.encoder.parameters())
+
+
+def build_model(backbone: str, spec: HeadSpec) -> GmptlModel:
+    """A model whose backbone comes from `backbone` (hub id, local folder or a model folder's backbone/)."""
+    return GmptlModel(SpeechEncoder(load_backbone(backbone), input_normalization(backbone)), spec)
+
+
+def save_model(model: GmptlModel, out_dir: str | Path, metadata: dict) -> None:
+    """Write the model folder (backbone/, heads.pt, model.json) into `out_dir`."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.encoder.model.save_pretrained(out_dir / "backbone")
+    Wav2Vec2FeatureExtractor(
+        feature_size=1, sampling_rate=16000, padding_value=0.0,
+        do_normalize=model.encoder.normalize_input, return_attention_mask=False,
+    ).save_pretrained(out_dir / "backbone")
+    heads = {name: value for name, value in model.state_dict().items() if not name.startswith("encoder.")}
+    torch.save(heads, out_dir / "heads.pt")
+    (out_dir / "model.json").write_text(json.dumps({"spec": asdict(model.spec), **metadata}, indent=2, default=str) + "\n")
+
+
+def load_model(model_dir: str | Path) -> tuple[GmptlModel, dict]:
+    """A model folder written by `save_model`, and its metadata."""
+    model_dir = Path(model_dir)
+    meta_path = model_dir / "model.json"
+    if not meta_path.is_file():
+        raise BackboneError(f"model folder '{model_dir}' has no model.json; rerun the rule that trains it")
+    meta = json.loads(meta_path.read_text())
+    model = build_model(str(model_dir / "backbone"), HeadSpec(**meta["spec"]))
+    result = model.load_state_dict(torch.load(model_dir / "heads.pt", map_location="cpu"), strict=False)
+    missing = [key for key in result.missing_keys if not key.startswith("encoder.")]
+    if missing or result.unexpected_keys:
+        raise BackboneError(
+            f"model folder '{model_dir}': heads.pt does not match model.json "
+            f"(missing {missing[:3]}, unexpected {result.unexpected_keys[:3]}); rerun the rule that trains it"
+        )
+    return model, meta
