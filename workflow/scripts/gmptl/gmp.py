@@ -79,7 +79,7 @@ def fit_gmp_labels(
             )
         result = fit_kmeans(
             fit, k, seed=seed, max_iter=settings["max_iter"], tol=settings["tol"],
-            init_frames=settings["init_frames"], chunk=settings["chunk_frames"], device=device,
+            n_init=settings["n_init"], init_frames=settings["init_frames"], chunk=settings["chunk_frames"], device=device,
         )
         labels = assign_all(dataset, torch.from_numpy(result.centroids).to(device), device)
         source_attrs = dict(handle.attrs)

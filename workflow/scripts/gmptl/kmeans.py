@@ -97,11 +97,17 @@ def fit_kmeans(
     seed: int = 0,
     max_iter: int = 100,
     tol: float = 1e-4,
+    n_init: int = 3,
     init_frames: int = 100_000,
     chunk: int = 32768,
     device: torch.device | str = "cpu",
 ) -> KMeansResult:
-    """Fit k centroids to `frames` (N, D): k-means++ on a seeded subset, then Lloyd on all frames."""
+    """Fit k centroids to `frames` (N, D).
+
+    `n_init` k-means++ seedings, each refined by Lloyd on a seeded subset of at most
+    `init_frames` frames (all frames when there are fewer); the best of them (lowest subset
+    inertia) is then refined by Lloyd on all frames.
+    """
     x = torch.as_tensor(frames).to(device=device, dtype=torch.float32)
     if x.ndim != 2 or x.shape[0] == 0:
         raise KMeansError(f"k-means needs a non-empty (frames, dims) array, got shape {tuple(x.shape)}")
@@ -110,13 +116,21 @@ def fit_kmeans(
     if k > x.shape[0]:
         raise KMeansError(f"k = {k} is larger than the {x.shape[0]} frames to fit; lower k or fit on more frames")
     generator = torch.Generator().manual_seed(seed)
+    absolute_tol = tol * float(x.var(0).mean())
     subset = x
     if x.shape[0] > max(init_frames, k):
         pick = torch.randperm(x.shape[0], generator=generator)[: max(init_frames, k)]
         subset = x[pick.to(x.device)]
-    centroids = kmeans_plusplus(subset, k, generator, chunk)
-    absolute_tol = tol * float(x.var(0).mean())
-    centroids, iterations, converged = lloyd(x, centroids, max_iter, absolute_tol, chunk)
+    best, best_inertia, iterations, converged = None, float("inf"), 0, False
+    for _ in range(n_init):
+        seeds = kmeans_plusplus(subset, k, generator, chunk)
+        refined, steps, done = lloyd(subset, seeds, max_iter, absolute_tol, chunk)
+        inertia = float(nearest(subset, refined, chunk)[1].double().sum())
+        if inertia < best_inertia:
+            best, best_inertia, iterations, converged = refined, inertia, steps, done
+    centroids = best
+    if subset is not x:
+        centroids, iterations, converged = lloyd(x, best, max_iter, absolute_tol, chunk)
     _, dists = nearest(x, centroids, chunk)
     return KMeansResult(centroids.cpu().numpy(), float(dists.double().sum()), iterations, converged)
 

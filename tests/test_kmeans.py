@@ -1,0 +1,80 @@
+"""Torch k-means: exact agreement with scikit-learn's assignment, inertia no worse than MiniBatchKMeans."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.cluster import KMeans, MiniBatchKMeans
+
+from gmptl.errors import KMeansError
+from gmptl.kmeans import fit_kmeans, nearest, usage_entropy
+
+
+def blobs(n=6000, d=16, centers=12, seed=0):
+    rng = np.random.default_rng(seed)
+    means = rng.normal(size=(centers, d)) * 4
+    return (means[rng.integers(centers, size=n)] + rng.normal(size=(n, d))).astype(np.float32)
+
+
+def test_assignment_equals_scikit_learn_predict_given_the_same_centroids():
+    x = blobs()
+    result = fit_kmeans(x, 12, seed=0)
+    reference = KMeans(12, n_init=1).fit(x[:100])
+    reference.cluster_centers_ = result.centroids.copy()
+    labels, _ = nearest(torch.from_numpy(x), torch.from_numpy(result.centroids), chunk=1000)
+    np.testing.assert_array_equal(labels.numpy(), reference.predict(x))
+
+
+def test_inertia_is_no_worse_than_minibatch_kmeans_with_fairseq_settings():
+    x = blobs(n=20000, d=32, centers=40, seed=1)
+    ours = fit_kmeans(x, 32, seed=0)
+    reference = MiniBatchKMeans(32, batch_size=10000, max_iter=100, n_init=20, random_state=0, max_no_improvement=100)
+    reference.fit(x)
+    assert ours.inertia <= -reference.score(x) * 1.0001
+
+
+def test_inertia_is_the_sum_of_squared_distances():
+    x = blobs(n=500)
+    result = fit_kmeans(x, 5, seed=1)
+    d = ((x[:, None, :] - result.centroids[None]) ** 2).sum(-1).min(1)
+    assert result.inertia == pytest.approx(float(d.sum()), rel=1e-4)
+
+
+def test_same_seed_same_centroids_and_chunking_does_not_matter():
+    x = blobs(n=3000)
+    a = fit_kmeans(x, 8, seed=5, chunk=256)
+    b = fit_kmeans(x, 8, seed=5, chunk=4096)
+    np.testing.assert_allclose(a.centroids, b.centroids, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(a.centroids, fit_kmeans(x, 8, seed=6).centroids)
+
+
+def test_every_cluster_is_used_even_with_duplicate_points():
+    x = np.concatenate([np.zeros((500, 4)), blobs(n=100, d=4)]).astype(np.float32)
+    result = fit_kmeans(x, 20, seed=0)
+    labels, _ = nearest(torch.from_numpy(x), torch.from_numpy(result.centroids))
+    assert len(np.unique(result.centroids, axis=0)) == 20
+    assert 0 < usage_entropy(labels.numpy(), 20) <= np.log2(20)
+
+
+def test_k_larger_than_frames_is_a_clear_error():
+    with pytest.raises(KMeansError, match="k = 50 is larger than the 10 frames"):
+        fit_kmeans(blobs(n=10), 50)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_frames_are_a_clear_error(bad):
+    x = blobs(n=100)
+    x[3, 2] = bad
+    with pytest.raises(KMeansError, match="NaN or infinite"):
+        fit_kmeans(x, 4)
+
+
+def test_empty_input_is_a_clear_error():
+    with pytest.raises(KMeansError, match="non-empty"):
+        fit_kmeans(np.zeros((0, 4), np.float32), 2)
+
+
+def test_usage_entropy_bounds():
+    assert usage_entropy(np.arange(8), 8) == pytest.approx(3.0)
+    assert usage_entropy(np.zeros(8, int), 8) == pytest.approx(0.0)

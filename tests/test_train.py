@@ -1,0 +1,220 @@
+"""The training loop: stages learn, select checkpoints, fail clearly, and resume after SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import ROOT, balanced_sessions, write_tree
+
+from gmptl.config import experiment_settings, validate_config
+from gmptl.corpus import build_manifest
+from gmptl.errors import TrainingError
+from gmptl.folds import make_folds
+
+CLASSES = ["neu", "hap", "ang", "sad"]
+LABEL_MAP = {"neu": "neu", "hap": "hap", "exc": "hap", "ang": "ang", "sad": "sad"}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """A 3-session corpus with manifest and folds on disk."""
+    base = tmp_path_factory.mktemp("train")
+    root = write_tree(base / "IEMOCAP_full_release", balanced_sessions(n_sessions=3, per_class=2), seconds=0.8)
+    manifest = build_manifest(root, [1, 2, 3], LABEL_MAP, CLASSES)
+    manifest.to_csv(base / "manifest.tsv", sep="\t", index=False)
+    make_folds(manifest, "speaker").to_csv(base / "folds.tsv", sep="\t", index=False)
+    return base
+
+
+def settings_for(backbone: str, **overrides) -> tuple[dict, dict]:
+    train = {"epochs": 3, "batch_size": 4, "lr": 1e-3, "head_lr": 3e-3, "max_crop_s": 0.6}
+    config = validate_config({
+        "corpus": {"root": "unused", "sessions": [1, 2, 3]}, "backbone": backbone, "train": train,
+        "gmp": {"layers": [1, 2], "k": [4]}, **overrides,
+    })
+    return config, experiment_settings(config, "gmp_tl")
+
+
+def run(stage, corpus, settings, config, out, init_model=None, gmp=None):
+    from gmptl.jobs import run_training
+
+    run_training(stage, manifest_path=str(corpus / "manifest.tsv"), folds_path=str(corpus / "folds.tsv"), fold=1,
+                 settings=settings, corpus=config["corpus"], runtime={"device": "cpu", "precision": "auto"},
+                 init_model=init_model, gmp_paths=gmp or {}, out_dir=str(out), state_dir=f"{out}.resume")
+
+
+def test_mtl_stage_writes_a_model_folder_with_history(corpus, tiny_backbone, tmp_path):
+    config, settings = settings_for(tiny_backbone)
+    run("mtl", corpus, settings, config, tmp_path / "mtl")
+    meta = json.loads((tmp_path / "mtl" / "model.json").read_text())
+    history = pd.read_csv(tmp_path / "mtl" / "history.tsv", sep="\t")
+    assert list(history["epoch"]) == [1, 2, 3]
+    assert {"train_loss", "valid_loss", "valid_uar", "valid_war", "lr"} <= set(history.columns)
+    assert meta["best_epoch"] == int(history.loc[history["valid_uar"].idxmax(), "epoch"])
+    assert meta["selection"] == "valid_uar" and meta["spec"]["gender_pooling"] == "mean"
+    assert (tmp_path / "mtl" / "backbone" / "config.json").is_file()
+    assert not (tmp_path / "mtl.resume").exists()
+
+
+def test_gender_weight_zero_drops_the_gender_head(corpus, tiny_backbone, tmp_path):
+    config, settings = settings_for(tiny_backbone, mtl={"gender_weight": 0.0}, train={"epochs": 1})
+    run("mtl", corpus, settings, config, tmp_path / "mtl")
+    assert json.loads((tmp_path / "mtl" / "model.json").read_text())["spec"]["gender_pooling"] is None
+
+
+def test_validation_none_keeps_the_last_epoch(corpus, tiny_backbone, tmp_path):
+    folds = pd.read_csv(corpus / "folds.tsv", sep="\t")
+    folds.loc[folds["split"] == "valid", "split"] = "train"
+    folds.to_csv(tmp_path / "folds.tsv", sep="\t", index=False)
+    (tmp_path / "manifest.tsv").write_text((corpus / "manifest.tsv").read_text())
+    config, settings = settings_for(tiny_backbone)
+    run("stage2", tmp_path, settings, config, tmp_path / "stage2")
+    assert json.loads((tmp_path / "stage2" / "model.json").read_text())["best_epoch"] == 3
+
+
+def test_stage1_learns_gmp_labels_and_checks_their_frame_counts(corpus, tiny_backbone, tmp_path):
+    import h5py
+
+    from gmptl.backbone import SpeechEncoder, load_backbone
+    from gmptl.features import extract_features
+    from gmptl.folds import fold_table
+    from gmptl.gmp import fit_gmp_labels
+
+    config, settings = settings_for(tiny_backbone, stage1={"loss_on": "all"})
+    table = fold_table(pd.read_csv(corpus / "folds.tsv", sep="\t"), pd.read_csv(corpus / "manifest.tsv", sep="\t"), 1)
+    extract_features(SpeechEncoder(load_backbone(tiny_backbone), False), table, [1, 2], tmp_path / "f.h5",
+                     sample_rate=16000, on_format_mismatch="error", batch_seconds=10, device=torch.device("cpu"),
+                     attrs={"fold": 1})
+    kmeans = {"fit_fraction": 1.0, "max_fit_frames": 10**6, "n_init": 1, "init_frames": 10**5, "max_iter": 20,
+              "tol": 1e-4, "chunk_frames": 4096}
+    gmp = {}
+    for layer in (1, 2):
+        gmp[f"L{layer}_k4"] = str(tmp_path / f"layer{layer}_k4.h5")
+        fit_gmp_labels(tmp_path / "f.h5", layer, 4, gmp[f"L{layer}_k4"], settings=kmeans, seed=0,
+                       device=torch.device("cpu"))
+    run("stage1", corpus, settings, config, tmp_path / "stage1", gmp=gmp)
+    history = pd.read_csv(tmp_path / "stage1" / "history.tsv", sep="\t")
+    assert history["train_loss"].iloc[-1] < history["train_loss"].iloc[0]
+    meta = json.loads((tmp_path / "stage1" / "model.json").read_text())
+    assert meta["selection"] == "valid_loss" and set(meta["spec"]["gmp_heads"]) == {"L1_k4", "L2_k4"}
+    with h5py.File(gmp["L1_k4"], "r+") as handle:  # one training utterance loses a frame
+        row = int(np.flatnonzero(handle["split"].asstr()[:] == "train")[0])
+        lengths, offsets, labels = handle["lengths"][:], handle["offsets"][:], handle["labels"][:]
+        labels = np.delete(labels, offsets[row])
+        lengths[row] -= 1
+        for name, data in (("lengths", lengths), ("offsets", np.concatenate([[0], np.cumsum(lengths)[:-1]])),
+                           ("labels", labels)):
+            del handle[name]
+            handle[name] = data
+    with pytest.raises(TrainingError, match=r"have \d+ frames for '.*' but the model makes \d+"):
+        run("stage1", corpus, settings, config, tmp_path / "again", gmp=gmp)
+
+
+def test_a_class_missing_from_the_training_split_is_an_error(corpus, tiny_backbone, tmp_path):
+    manifest = pd.read_csv(corpus / "manifest.tsv", sep="\t")
+    manifest.loc[manifest["session"] != 1, "emotion"] = manifest.loc[manifest["session"] != 1, "emotion"].replace("sad", "ang")
+    manifest.to_csv(tmp_path / "manifest.tsv", sep="\t", index=False)
+    (tmp_path / "folds.tsv").write_text((corpus / "folds.tsv").read_text())
+    config, settings = settings_for(tiny_backbone)
+    with pytest.raises(TrainingError, match=r"fold 1: class\(es\) \['sad'\] have no utterance in the train split"):
+        run("stage2", tmp_path, settings, config, tmp_path / "stage2")
+    assert not (tmp_path / "stage2").exists()
+
+
+def test_nan_loss_is_a_clear_error(corpus, tiny_backbone, tmp_path):
+    config, settings = settings_for(tiny_backbone, train={"epochs": 1, "lr": 1e30, "head_lr": 1e30, "batch_size": 2})
+    with pytest.raises(TrainingError, match=r"loss became (nan|inf).*lower train.lr"):
+        run("stage2", corpus, settings, config, tmp_path / "stage2")
+    assert not (tmp_path / "stage2").exists()
+
+
+def test_cuda_requested_but_absent_is_a_clear_error():
+    from gmptl.runtime import resolve_device
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    with pytest.raises(TrainingError, match="asks for device 'cuda' but no CUDA device is visible"):
+        resolve_device("cuda")
+
+
+TRAIN_SCRIPT = textwrap.dedent("""
+    import json, sys
+    sys.path.insert(0, {scripts!r})
+    from gmptl.jobs import run_training
+    from gmptl.runtime import configure_torch, setup_logging
+    setup_logging()
+    configure_torch(1)
+    args = json.loads(sys.argv[1])
+    run_training("stage2", init_model=None, gmp_paths={{}}, runtime={{"device": "cpu", "precision": "auto"}}, fold=1, **args)
+""")
+
+
+def start_training(corpus, config, settings, out):
+    args = {"manifest_path": str(corpus / "manifest.tsv"), "folds_path": str(corpus / "folds.tsv"),
+            "settings": settings, "corpus": config["corpus"], "out_dir": str(out), "state_dir": f"{out}.resume"}
+    script = TRAIN_SCRIPT.format(scripts=str(ROOT / "workflow" / "scripts"))
+    return subprocess.Popen([sys.executable, "-c", script, json.dumps(args)], stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
+def weights(model_dir: Path) -> dict:
+    from gmptl.model import load_model
+
+    return {k: v.clone() for k, v in load_model(model_dir)[0].state_dict().items()}
+
+
+def test_training_killed_mid_epoch_resumes_to_the_same_result(corpus, tiny_backbone, tmp_path):
+    config, settings = settings_for(tiny_backbone, train={"epochs": 5, "batch_size": 2, "lr": 1e-3, "head_lr": 3e-3,
+                                                           "max_crop_s": 0.6, "freeze_feature_encoder": False})
+    reference = start_training(corpus, config, settings, tmp_path / "straight")
+    assert reference.wait(timeout=600) == 0, reference.stderr.read()
+
+    out = tmp_path / "killed"
+    state = Path(f"{out}.resume") / "state.pt"
+    job = start_training(corpus, config, settings, out)
+    deadline = time.time() + 300
+    while not state.exists() and time.time() < deadline and job.poll() is None:
+        time.sleep(0.01)
+    first_epoch_done = time.time()
+    while torch.load(state, weights_only=False)["epoch"] < 2 and job.poll() is None:
+        time.sleep(0.01)
+    epoch_seconds = time.time() - first_epoch_done
+    time.sleep(epoch_seconds * 0.4)  # inside epoch 3
+    assert job.poll() is None, "training ended before it could be killed"
+    job.send_signal(signal.SIGKILL)
+    job.wait()
+    saved = torch.load(state, weights_only=False)["epoch"]
+    assert 2 <= saved < 5 and not out.exists()  # killed mid-run: no model folder, state kept
+
+    rerun = start_training(corpus, config, settings, out)
+    assert rerun.wait(timeout=600) == 0
+    log = rerun.stderr.read()
+    assert f"resuming stage2 from {out}.resume after epoch {saved}" in log
+    straight, resumed = weights(tmp_path / "straight"), weights(out)
+    for key in straight:
+        torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=0, msg=key)
+    pd.testing.assert_frame_equal(
+        pd.read_csv(out / "history.tsv", sep="\t").drop(columns="seconds"),
+        pd.read_csv(tmp_path / "straight" / "history.tsv", sep="\t").drop(columns="seconds"),
+    )
+
+
+def test_changed_parameters_start_fresh(corpus, tiny_backbone, tmp_path, caplog):
+    config, settings = settings_for(tiny_backbone, train={"epochs": 1})
+    from gmptl.train import _save_state
+
+    _save_state(tmp_path / "stage2.resume", {"fingerprint": "something-else", "epoch": 1})
+    run("stage2", corpus, settings, config, tmp_path / "stage2")
+    assert "made with other inputs or parameters" in caplog.text and "starting fresh" in caplog.text
+    assert (tmp_path / "stage2" / "model.json").is_file()
