@@ -225,7 +225,7 @@ def train_stage(
                 loss = stage_loss(model, spec, batch, device, rng)
             if not torch.isfinite(loss):
                 raise TrainingError(
-                    f"{spec.name}: the loss became {float(loss)} at epoch {epoch}, step {step}; "
+                    f"{spec.name}: the loss became {float(loss.detach())} at epoch {epoch}, step {step}; "
                     "lower train.lr (or check the audio for silence/clipping)"
                 )
             (loss / cfg["grad_accum"]).backward()
