@@ -8,6 +8,7 @@ FOLDS = sorted(config["corpus"]["sessions"])
 DEMO = config["demo"]["enabled"]
 CORPUS_ROOT = config["corpus"]["root"]
 RUNTIME = {"device": config["device"], "precision": config["precision"]}
+ENV = "../../envs/gmptl.yaml"
 
 
 wildcard_constraints:
@@ -18,8 +19,30 @@ wildcard_constraints:
     stage="mtl|stage1|stage2",
 
 
-def exp_settings(wildcards):
-    return EXPERIMENTS[wildcards.exp]
+def scoped(wildcards, keys):
+    """The part of an experiment's settings a rule uses, so that editing one stage's keys
+    reruns that stage and what depends on it, not everything."""
+    return {key: EXPERIMENTS[wildcards.exp][key] for key in ("seed", *keys)}
+
+
+def feature_settings(wildcards):
+    return scoped(wildcards, ("gmp", "features"))
+
+
+def kmeans_settings(wildcards):
+    return scoped(wildcards, ("kmeans",))
+
+
+def mtl_settings(wildcards):
+    return scoped(wildcards, ("backbone", "mtl"))
+
+
+def stage1_settings(wildcards):
+    return scoped(wildcards, ("backbone", "gmp", "stage1"))
+
+
+def stage2_settings(wildcards):
+    return scoped(wildcards, ("backbone", "stage2"))
 
 
 def corpus_input(wildcards):
@@ -87,12 +110,22 @@ def fold_predictions(wildcards):
     return fold_files(wildcards, "predictions.tsv")
 
 
+def experiment_stages(exp):
+    """The training stages an experiment runs, in order."""
+    settings = EXPERIMENTS[exp]
+    if needs_gmp(settings):
+        return ["mtl", "stage1", "stage2"]
+    return ["mtl", "stage2"] if settings["stage2"]["init"] == "mtl" else ["stage2"]
+
+
+def experiment_models(exp):
+    """Every model folder of an experiment, keyed '<stage>_fold<N>'."""
+    return {f"{stage}_fold{fold}": f"results/{exp}/fold{fold}/{stage}" for stage in experiment_stages(exp) for fold in FOLDS}
+
+
 def stage_models(wildcards):
     """Every model folder of an experiment (their history.tsv feed the training curves)."""
-    stages = ["mtl", "stage1", "stage2"] if needs_gmp(EXPERIMENTS[wildcards.exp]) else ["stage2"]
-    if EXPERIMENTS[wildcards.exp]["stage2"]["init"] == "mtl":
-        stages = ["mtl", "stage2"]
-    return {f"{stage}_fold{fold}": f"results/{wildcards.exp}/fold{fold}/{stage}" for stage in stages for fold in FOLDS}
+    return experiment_models(wildcards.exp)
 
 
 def experiment_summaries(wildcards):
@@ -107,5 +140,6 @@ def all_targets():
             f"results/{name}/metrics/summary.tsv",
             f"results/{name}/plots/confusion.png",
             f"results/{name}/plots/training_curves.png",
+            *experiment_models(name).values(),  # a deleted model is retrained, and what depends on it reruns
         ]
     return targets

@@ -9,6 +9,8 @@ rule make_demo_corpus:
         sessions=FOLDS,
     log:
         "results/logs/make_demo_corpus.log",
+    conda:
+        ENV
     script:
         "../scripts/make_demo_corpus.py"
 
@@ -23,6 +25,8 @@ rule build_manifest:
         corpus=config["corpus"],
     log:
         "results/logs/build_manifest.log",
+    conda:
+        ENV
     script:
         "../scripts/build_manifest.py"
 
@@ -37,5 +41,7 @@ rule make_folds:
         seed=config["seed"],
     log:
         "results/logs/make_folds.log",
+    conda:
+        ENV
     script:
         "../scripts/make_folds.py"

@@ -10,7 +10,7 @@ rule evaluate_fold:
         predictions="results/{exp}/fold{fold}/predictions.tsv",
         metrics="results/{exp}/fold{fold}/metrics.tsv",
     params:
-        settings=exp_settings,
+        settings=stage2_settings,
         corpus=config["corpus"],
         runtime=RUNTIME,
     threads: config["threads"]
@@ -20,6 +20,8 @@ rule evaluate_fold:
         runtime=30,
     log:
         "results/logs/{exp}/fold{fold}/evaluate.log",
+    conda:
+        ENV
     script:
         "../scripts/evaluate_fold.py"
 
@@ -45,6 +47,8 @@ rule summarize_experiment:
         classes=config["corpus"]["classes"],
     log:
         "results/logs/{exp}/metrics/summarize.log",
+    conda:
+        ENV
     script:
         "../scripts/summarize_experiment.py"
 
@@ -70,6 +74,8 @@ rule plot_experiment:
         classes=config["corpus"]["classes"],
     log:
         "results/logs/{exp}/plots/plot.log",
+    conda:
+        ENV
     script:
         "../scripts/plot_experiment.py"
 
@@ -85,5 +91,7 @@ rule compare_experiments:
         ),
     log:
         "results/logs/compare_experiments.log",
+    conda:
+        ENV
     script:
         "../scripts/compare_experiments.py"

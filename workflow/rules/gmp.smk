@@ -8,6 +8,8 @@ rule make_tiny_backbone:
         demo=config["demo"],
     log:
         "results/logs/make_tiny_backbone.log",
+    conda:
+        ENV
     script:
         "../scripts/make_tiny_backbone.py"
 
@@ -20,7 +22,7 @@ rule extract_features:
     output:
         features="results/{exp}/fold{fold}/features.h5",
     params:
-        settings=exp_settings,
+        settings=feature_settings,
         corpus=config["corpus"],
         runtime=RUNTIME,
     threads: config["threads"]
@@ -32,6 +34,8 @@ rule extract_features:
         "results/logs/{exp}/fold{fold}/features.log",
     benchmark:
         "results/benchmarks/{exp}/fold{fold}/features.tsv"
+    conda:
+        ENV
     script:
         "../scripts/extract_features.py"
 
@@ -42,7 +46,7 @@ rule fit_kmeans:
     output:
         labels="results/{exp}/fold{fold}/gmp/layer{layer}_k{k}.h5",
     params:
-        settings=exp_settings,
+        settings=kmeans_settings,
         runtime=RUNTIME,
     threads: config["threads"]
     resources:
@@ -53,5 +57,7 @@ rule fit_kmeans:
         "results/logs/{exp}/fold{fold}/gmp/layer{layer}_k{k}.log",
     benchmark:
         "results/benchmarks/{exp}/fold{fold}/gmp/layer{layer}_k{k}.tsv"
+    conda:
+        ENV
     script:
         "../scripts/fit_kmeans.py"

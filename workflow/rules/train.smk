@@ -11,7 +11,7 @@ rule train_mtl:
     output:
         model=directory("results/{exp}/fold{fold}/mtl"),
     params:
-        settings=exp_settings,
+        settings=mtl_settings,
         corpus=config["corpus"],
         runtime=RUNTIME,
         state_dir=state_dir,
@@ -24,6 +24,8 @@ rule train_mtl:
         "results/logs/{exp}/fold{fold}/mtl.log",
     benchmark:
         "results/benchmarks/{exp}/fold{fold}/mtl.tsv"
+    conda:
+        ENV
     script:
         "../scripts/train_mtl.py"
 
@@ -37,7 +39,7 @@ rule train_stage1:
     output:
         model=directory("results/{exp}/fold{fold}/stage1"),
     params:
-        settings=exp_settings,
+        settings=stage1_settings,
         corpus=config["corpus"],
         runtime=RUNTIME,
         state_dir=state_dir,
@@ -50,6 +52,8 @@ rule train_stage1:
         "results/logs/{exp}/fold{fold}/stage1.log",
     benchmark:
         "results/benchmarks/{exp}/fold{fold}/stage1.tsv"
+    conda:
+        ENV
     script:
         "../scripts/train_stage1.py"
 
@@ -62,7 +66,7 @@ rule train_stage2:
     output:
         model=directory("results/{exp}/fold{fold}/stage2"),
     params:
-        settings=exp_settings,
+        settings=stage2_settings,
         corpus=config["corpus"],
         runtime=RUNTIME,
         state_dir=state_dir,
@@ -75,5 +79,7 @@ rule train_stage2:
         "results/logs/{exp}/fold{fold}/stage2.log",
     benchmark:
         "results/benchmarks/{exp}/fold{fold}/stage2.tsv"
+    conda:
+        ENV
     script:
         "../scripts/train_stage2.py"

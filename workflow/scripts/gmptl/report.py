@@ -57,17 +57,27 @@ def plot_confusion(prediction_paths: list[str], classes: list[str], out_path: st
 
 
 def plot_curves(history_paths: dict[str, str], out_path: str | Path, title: str) -> None:
-    """Training loss and validation score per epoch, one line per (stage, fold)."""
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-    for label, path in sorted(history_paths.items()):
-        history = pd.read_csv(path, sep="\t")
-        axes[0].plot(history["epoch"], history["train_loss"], label=label, lw=1)
-        score = "valid_uar" if "valid_uar" in history else "valid_loss"
-        if score in history:
-            axes[1].plot(history["epoch"], history[score], label=f"{label} ({score})", lw=1)
-    axes[0].set(xlabel="epoch", ylabel="train loss")
-    axes[1].set(xlabel="epoch", ylabel="validation UAR / loss")
-    axes[1].legend(fontsize=6, ncol=2)
+    """One row per stage: training loss and the checkpoint-selection score per epoch, one line per fold.
+
+    `history_paths` maps '<stage>_fold<N>' to that model's history.tsv.
+    """
+    stages = sorted({label.rsplit("_fold", 1)[0] for label in history_paths}, key=["mtl", "stage1", "stage2"].index)
+    fig, axes = plt.subplots(len(stages), 2, figsize=(9, 2.6 * len(stages)), squeeze=False)
+    for row, stage in enumerate(stages):
+        for label, path in sorted(history_paths.items()):
+            if label.rsplit("_fold", 1)[0] != stage:
+                continue
+            history = pd.read_csv(path, sep="\t")
+            fold = label.rsplit("_fold", 1)[1]
+            axes[row, 0].plot(history["epoch"], history["train_loss"], label=f"fold {fold}", lw=1)
+            score = "valid_uar" if "valid_uar" in history else "valid_loss"
+            if score in history:
+                axes[row, 1].plot(history["epoch"], history[score], label=f"fold {fold}", lw=1)
+                axes[row, 1].set_ylabel(f"{stage}: {score}")
+        axes[row, 0].set_ylabel(f"{stage}: train loss")
+        axes[row, 1].legend(fontsize=6)
+    for ax in axes[-1]:
+        ax.set_xlabel("epoch")
     fig.suptitle(title, fontsize=9)
     _save(fig, out_path)
 
