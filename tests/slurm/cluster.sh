@@ -6,7 +6,10 @@
 #                                      print `export SLURM_CONF=DIR/slurm.conf`
 #   tests/slurm/cluster.sh stop DIR    stop the daemons by their pid files
 #
-# Needs root and apt. The node advertises one fake GPU (gres.conf: File=/dev/null), so `--gpus=1`
+# Needs root and apt. Job steps (srun inside sbatch jobs) read the default config path, so
+# /etc/slurm/slurm.conf and gres.conf are linked to DIR's files while the cluster runs (only when
+# no other SLURM config is there; `stop` removes the links).
+# The node advertises one fake GPU (gres.conf: File=/dev/null), so `--gpus=1`
 # jobs are scheduled. No slurmdbd: use `squeue` as status command (MinJobAge keeps finished jobs
 # visible for an hour).
 set -euo pipefail
@@ -74,6 +77,12 @@ $node RealMemory=$memory Gres=gpu:1 NodeAddr=127.0.0.1 State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 CONF
     echo "Name=gpu File=/dev/null" >"$dir/gres.conf"
+    mkdir -p /etc/slurm
+    for name in slurm.conf gres.conf; do
+        if [ ! -e "/etc/slurm/$name" ] || [ -L "/etc/slurm/$name" ]; then
+            ln -sfn "$dir/$name" "/etc/slurm/$name"
+        fi
+    done
 }
 
 start() {
@@ -96,13 +105,17 @@ start() {
 }
 
 stop_daemons() {
+    local pidfile pid
     for pidfile in "$dir/slurmd.pid" "$dir/slurmctld.pid"; do
-        if [ -s "$pidfile" ]; then
-            kill "$(cat "$pidfile")" 2>/dev/null || true
-            for _ in $(seq 50); do kill -0 "$(cat "$pidfile")" 2>/dev/null || break; sleep 0.1; done
-            rm -f "$pidfile"
-        fi
+        pid=$(cat "$pidfile" 2>/dev/null) || continue
+        kill "$pid" 2>/dev/null || true
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        rm -f "$pidfile"
     done
+    for name in slurm.conf gres.conf; do
+        [ "$(readlink "/etc/slurm/$name" 2>/dev/null)" = "$dir/$name" ] && rm -f "/etc/slurm/$name"
+    done
+    return 0
 }
 
 case "$cmd" in

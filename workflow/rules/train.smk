@@ -11,6 +11,7 @@ rule train_mtl:
     output:
         model=directory("results/{exp}/fold{fold}/mtl"),
     params:
+        stage="mtl",
         settings=mtl_settings,
         corpus=config["corpus"],
         runtime=RUNTIME,
@@ -27,7 +28,7 @@ rule train_mtl:
     conda:
         ENV
     script:
-        "../scripts/train_mtl.py"
+        "../scripts/train_stage.py"
 
 
 rule train_stage1:
@@ -39,6 +40,7 @@ rule train_stage1:
     output:
         model=directory("results/{exp}/fold{fold}/stage1"),
     params:
+        stage="stage1",
         settings=stage1_settings,
         corpus=config["corpus"],
         runtime=RUNTIME,
@@ -55,7 +57,7 @@ rule train_stage1:
     conda:
         ENV
     script:
-        "../scripts/train_stage1.py"
+        "../scripts/train_stage.py"
 
 
 rule train_stage2:
@@ -66,6 +68,7 @@ rule train_stage2:
     output:
         model=directory("results/{exp}/fold{fold}/stage2"),
     params:
+        stage="stage2",
         settings=stage2_settings,
         corpus=config["corpus"],
         runtime=RUNTIME,
@@ -82,4 +85,4 @@ rule train_stage2:
     conda:
         ENV
     script:
-        "../scripts/train_stage2.py"
+        "../scripts/train_stage.py"
