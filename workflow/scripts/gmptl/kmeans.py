@@ -71,18 +71,27 @@ def kmeans_plusplus(x: torch.Tensor, k: int, generator: torch.Generator, chunk: 
 def lloyd(
     x: torch.Tensor, centroids: torch.Tensor, max_iter: int, tol: float, chunk: int
 ) -> tuple[torch.Tensor, int, bool]:
-    """Lloyd iterations from `centroids` until the shift is below `tol` (absolute) or `max_iter`."""
-    k = centroids.shape[0]
+    """Lloyd iterations from `centroids` until the summed squared shift is ≤ `tol` or `max_iter`.
+
+    One pass over `x` per iteration: each chunk is assigned (one fused matmul) and added to
+    per-chunk float32 sums, accumulated in float64.
+    """
+    k, dim = centroids.shape
     for iteration in range(1, max_iter + 1):
-        labels, dists = nearest(x, centroids, chunk)
-        sums = torch.zeros(k, x.shape[1], dtype=torch.float64, device=x.device)
-        sums.index_add_(0, labels, x.double())
-        counts = torch.bincount(labels, minlength=k)
+        c_sq = (centroids * centroids).sum(1)
+        sums = torch.zeros(k, dim, dtype=torch.float64, device=x.device)
+        partial = torch.empty(k, dim, dtype=x.dtype, device=x.device)
+        counts = torch.zeros(k, dtype=torch.long, device=x.device)
+        for start in range(0, x.shape[0], chunk):
+            block = x[start : start + chunk]
+            labels = torch.addmm(c_sq[None], block, centroids.T, alpha=-2.0).argmin(1)
+            sums += partial.zero_().index_add_(0, labels, block)
+            counts += torch.bincount(labels, minlength=k)
         updated = (sums / counts.clamp_min(1)[:, None]).to(centroids.dtype)
         empty = torch.nonzero(counts == 0).flatten()
-        if len(empty):
-            farthest = torch.topk(dists, len(empty)).indices
-            updated[empty] = x[farthest].to(centroids.dtype)
+        if len(empty):  # re-seed empty clusters with the frames farthest from their centroids
+            _, dists = nearest(x, centroids, chunk)
+            updated[empty] = x[torch.topk(dists, len(empty)).indices]
         shift = float(((updated - centroids) ** 2).sum())
         centroids = updated
         if shift <= tol and len(empty) == 0:
@@ -98,7 +107,7 @@ def fit_kmeans(
     max_iter: int = 100,
     tol: float = 1e-4,
     n_init: int = 3,
-    init_frames: int = 100_000,
+    init_frames: int = 30_000,
     chunk: int = 32768,
     device: torch.device | str = "cpu",
 ) -> KMeansResult:
