@@ -25,6 +25,7 @@ from transformers import HubertConfig, HubertModel
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow" / "scripts"))
 from gmptl.backbone import SpeechEncoder, make_tiny_hubert, load_backbone  # noqa: E402
 from gmptl.features import extract_features  # noqa: E402
+from gmptl.runtime import configure_torch  # noqa: E402
 
 
 def write_corpus(folder: Path, n: int, seed: int = 0) -> pd.DataFrame:
@@ -50,6 +51,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--utterances", type=int, default=48)
     args = parser.parse_args()
+    configure_torch(torch.get_num_threads())
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         table = write_corpus(tmp, args.utterances)
