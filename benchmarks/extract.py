@@ -23,7 +23,7 @@ import torch
 from transformers import HubertConfig, HubertModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow" / "scripts"))
-from gmptl.backbone import SpeechEncoder, make_tiny_hubert, load_backbone  # noqa: E402
+from gmptl.backbone import SpeechEncoder, load_backbone, make_tiny_hubert  # noqa: E402
 from gmptl.features import extract_features  # noqa: E402
 from gmptl.runtime import configure_torch  # noqa: E402
 
@@ -41,9 +41,16 @@ def write_corpus(folder: Path, n: int, seed: int = 0) -> pd.DataFrame:
 
 def throughput(encoder: SpeechEncoder, table: pd.DataFrame, out: Path, batch_seconds: float) -> float:
     start = time.perf_counter()
-    extract_features(encoder, table, [6 if encoder.model.config.num_hidden_layers >= 6 else 1], out,
-                     sample_rate=16000, on_format_mismatch="error", batch_seconds=batch_seconds,
-                     device=torch.device("cpu"))
+    extract_features(
+        encoder,
+        table,
+        [6 if encoder.model.config.num_hidden_layers >= 6 else 1],
+        out,
+        sample_rate=16000,
+        on_format_mismatch="error",
+        batch_seconds=batch_seconds,
+        device=torch.device("cpu"),
+    )
     return float(table["seconds"].sum()) / (time.perf_counter() - start)
 
 
@@ -61,7 +68,10 @@ def main() -> None:
             "tiny (demo)": SpeechEncoder(load_backbone(str(tmp / "tiny")), False),
             "hubert-base-shaped": SpeechEncoder(HubertModel(HubertConfig(layerdrop=0.0)), False),
         }
-        print(f"{len(table)} utterances, {table['seconds'].sum():.0f} s of audio, torch threads {torch.get_num_threads()}, cpu")
+        print(
+            f"{len(table)} utterances, {table['seconds'].sum():.0f} s of audio, "
+            f"torch threads {torch.get_num_threads()}, cpu"
+        )
         print(f"{'model':<20} {'per_utt_audio_s/s':>18} {'batched_audio_s/s':>18} {'speedup':>8}")
         speedup = None
         for name, encoder in models.items():

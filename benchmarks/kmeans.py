@@ -49,7 +49,9 @@ def main() -> None:
     torch.set_num_threads(torch.get_num_threads())
     x = feature_like_frames(args.frames, args.dim)
     print(f"frames {args.frames} × dim {args.dim}, torch threads {torch.get_num_threads()}, device cpu")
-    print(f"{'k':>5} {'ours_s':>8} {'sklearn_s':>10} {'speedup':>8} {'ours_inertia':>14} {'sklearn_inertia':>16} {'ratio':>7}")
+    header = ("k", "ours_s", "sklearn_s", "speedup", "ours_inertia", "sklearn_inertia", "ratio")
+    widths = (5, 8, 10, 8, 14, 16, 7)
+    print(" ".join(f"{name:>{width}}" for name, width in zip(header, widths, strict=True)))
     last = None
     for k in args.ks:
         start = time.perf_counter()
@@ -57,13 +59,30 @@ def main() -> None:
         ours_s = time.perf_counter() - start
         start = time.perf_counter()
         reference = MiniBatchKMeans(
-            n_clusters=k, init="k-means++", max_iter=100, batch_size=10000, tol=0.0, max_no_improvement=100,
-            n_init=20, reassignment_ratio=0.0, compute_labels=False, random_state=0,
+            n_clusters=k,
+            init="k-means++",
+            max_iter=100,
+            batch_size=10000,
+            tol=0.0,
+            max_no_improvement=100,
+            n_init=20,
+            reassignment_ratio=0.0,
+            compute_labels=False,
+            random_state=0,
         ).fit(x)
         sklearn_s = time.perf_counter() - start
         ours_inertia, ref_inertia = ours.inertia, inertia(x, reference.cluster_centers_)
         last = (sklearn_s / ours_s, ours_inertia / ref_inertia)
-        print(f"{k:>5} {ours_s:>8.2f} {sklearn_s:>10.2f} {last[0]:>8.2f} {ours_inertia:>14.4g} {ref_inertia:>16.4g} {last[1]:>7.4f}")
+        values = (
+            f"{k}",
+            f"{ours_s:.2f}",
+            f"{sklearn_s:.2f}",
+            f"{last[0]:.2f}",
+            f"{ours_inertia:.4g}",
+            f"{ref_inertia:.4g}",
+            f"{last[1]:.4f}",
+        )
+        print(" ".join(f"{value:>{width}}" for value, width in zip(values, widths, strict=True)))
     print(f"speedup_vs_sklearn={last[0]:.2f} inertia_ratio={last[1]:.4f}")
 
 

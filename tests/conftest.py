@@ -47,7 +47,9 @@ def write_tree(root: Path, sessions: dict[int, dict[str, list[tuple[str, str]]]]
         for dialog, turns in dialogs.items():
             write_label_file(session_dir / "dialog" / "EmoEvaluation" / f"{dialog}.txt", turns)
             for i, (utt_id, _) in enumerate(turns):
-                write_wav(session_dir / "sentences" / "wav" / dialog / f"{utt_id}.wav", seconds, seed=hash(utt_id) % 1000 + i)
+                write_wav(
+                    session_dir / "sentences" / "wav" / dialog / f"{utt_id}.wav", seconds, seed=hash(utt_id) % 1000 + i
+                )
     return root
 
 

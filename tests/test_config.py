@@ -45,8 +45,12 @@ def test_bad_config_names_the_key(config, message):
 
 
 def test_experiment_overrides_merge_over_defaults():
-    config = validate_config(base(train={"lr": 1e-4}, experiments={"no_gender": {"mtl": {"gender_weight": 0}},
-                                                                    "finetune": {"stage2": {"init": "pretrained"}}}))
+    config = validate_config(
+        base(
+            train={"lr": 1e-4},
+            experiments={"no_gender": {"mtl": {"gender_weight": 0}}, "finetune": {"stage2": {"init": "pretrained"}}},
+        )
+    )
     settings = experiment_settings(config, "no_gender")
     assert settings["mtl"]["gender_weight"] == 0
     assert settings["stage2"]["train"]["lr"] == 1e-4

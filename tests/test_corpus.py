@@ -19,12 +19,21 @@ def read(root, sessions=(1,), **kwargs):
 
 def quirky_tree(root):
     """Session 1 with every quirk the reader must honour."""
-    write_tree(root, {1: {
-        "Ses01F_impro01": [("Ses01F_impro01_F000", "neu"), ("Ses01F_impro01_M000", "exc"), ("Ses01F_impro01_M001", "xxx")],
-        "Ses01M_impro05a": [("Ses01M_impro05a_F003", "ang"), ("Ses01M_impro05a_M001", "fru")],
-        "Ses01F_script01_1": [("Ses01F_script01_1_M012", "sad"), ("Ses01F_script01_1_F000", "hap")],
-        "Ses01M_script01_1b": [("Ses01M_script01_1b_F001", "sur"), ("Ses01M_script01_1b_M002", "neu")],
-    }})
+    write_tree(
+        root,
+        {
+            1: {
+                "Ses01F_impro01": [
+                    ("Ses01F_impro01_F000", "neu"),
+                    ("Ses01F_impro01_M000", "exc"),
+                    ("Ses01F_impro01_M001", "xxx"),
+                ],
+                "Ses01M_impro05a": [("Ses01M_impro05a_F003", "ang"), ("Ses01M_impro05a_M001", "fru")],
+                "Ses01F_script01_1": [("Ses01F_script01_1_M012", "sad"), ("Ses01F_script01_1_F000", "hap")],
+                "Ses01M_script01_1b": [("Ses01M_script01_1b_F001", "sur"), ("Ses01M_script01_1b_M002", "neu")],
+            }
+        },
+    )
     folder = root / "Session1" / "dialog" / "EmoEvaluation"
     (folder / "Categorical").mkdir()
     (folder / "Categorical" / "Ses01F_impro01_e2_cat.txt").write_text("Ses01F_impro01_F000 :Anger; ()\n")
@@ -150,10 +159,12 @@ def test_count_table_and_full_release_check(tree):
     assert counts.loc["all", "total"] == 80 and counts.loc["1", "F"] == 8 and counts.loc["3", "neu"] == 4
     notes = full_release_differences(manifest)
     assert notes[0] == "total: 80 (full release: 5531)"
-    full = pd.DataFrame({
-        "emotion": ["neu"] * 1708 + ["hap"] * 1636 + ["ang"] * 1103 + ["sad"] * 1084,
-        "session": [1] * 1085 + [2] * 1023 + [3] * 1151 + [4] * 1031 + [5] * 1241,
-    })
+    full = pd.DataFrame(
+        {
+            "emotion": ["neu"] * 1708 + ["hap"] * 1636 + ["ang"] * 1103 + ["sad"] * 1084,
+            "session": [1] * 1085 + [2] * 1023 + [3] * 1151 + [4] * 1031 + [5] * 1241,
+        }
+    )
     assert full_release_differences(full) == []
 
 
@@ -161,10 +172,17 @@ def test_build_manifest_script_leaves_no_manifest_on_error(tree, tmp_path):
     from build_manifest import main
 
     (tree / "Session1/sentences/wav/Ses01F_impro01/Ses01F_impro01_F000.wav").unlink()
-    corpus = {"root": str(tree), "sessions": [1, 2], "label_map": LABEL_MAP, "classes": CLASSES, "sample_rate": 16000,
-              "on_format_mismatch": "convert", "on_missing_audio": "error", "check_full_release": True}
+    corpus = {
+        "root": str(tree),
+        "sessions": [1, 2],
+        "label_map": LABEL_MAP,
+        "classes": CLASSES,
+        "sample_rate": 16000,
+        "on_format_mismatch": "convert",
+        "on_missing_audio": "error",
+        "check_full_release": True,
+    }
     out = tmp_path / "results"
     with pytest.raises(AudioError):
         main(corpus, str(out / "manifest.tsv"), str(out / "manifest_counts.tsv"))
     assert not (out / "manifest.tsv").exists() and not (out / "manifest_counts.tsv").exists()
-

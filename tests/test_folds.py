@@ -14,7 +14,9 @@ LABEL_MAP = {"neu": "neu", "hap": "hap", "exc": "hap", "ang": "ang", "sad": "sad
 
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory):
-    root = write_tree(tmp_path_factory.mktemp("c") / "IEMOCAP_full_release", balanced_sessions(per_class=3), seconds=0.5)
+    root = write_tree(
+        tmp_path_factory.mktemp("c") / "IEMOCAP_full_release", balanced_sessions(per_class=3), seconds=0.5
+    )
     return build_manifest(root, [1, 2, 3, 4, 5], LABEL_MAP, ["neu", "hap", "ang", "sad"])
 
 
@@ -83,7 +85,12 @@ def test_make_folds_script_writes_the_contract_file(manifest, tmp_path):
     from make_folds import main
 
     manifest.to_csv(tmp_path / "manifest.tsv", sep="\t", index=False)
-    main(str(tmp_path / "manifest.tsv"), str(tmp_path / "folds.tsv"), {"validation": "speaker", "valid_fraction": 0.1}, 42)
+    main(
+        str(tmp_path / "manifest.tsv"),
+        str(tmp_path / "folds.tsv"),
+        {"validation": "speaker", "valid_fraction": 0.1},
+        42,
+    )
     folds = pd.read_csv(tmp_path / "folds.tsv", sep="\t")
     assert list(folds.columns) == ["fold", "utt_id", "split"]
     assert set(folds["split"]) == {"train", "valid", "test"}

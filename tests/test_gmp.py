@@ -16,8 +16,15 @@ from gmptl.frames import layer_dataset, open_h5, read_alignment
 from gmptl.gmp import fit_gmp_labels, read_gmp_labels
 from gmptl.kmeans import nearest
 
-SETTINGS = {"fit_fraction": 1.0, "max_fit_frames": 100000, "n_init": 2, "init_frames": 5000, "max_iter": 50,
-            "tol": 1e-4, "chunk_frames": 1000}
+SETTINGS = {
+    "fit_fraction": 1.0,
+    "max_fit_frames": 100000,
+    "n_init": 2,
+    "init_frames": 5000,
+    "max_iter": 50,
+    "tol": 1e-4,
+    "chunk_frames": 1000,
+}
 
 
 def make_features(tmp_path, backbone, test_seed=100, name="features.h5"):
@@ -26,11 +33,21 @@ def make_features(tmp_path, backbone, test_seed=100, name="features.h5"):
         split = "test" if i >= 6 else ("valid" if i == 5 else "train")
         path = tmp_path / f"{split}{i}_{test_seed if split == 'test' else 0}.wav"
         write_wav(path, 0.6 + 0.1 * i, seed=(test_seed + i) if split == "test" else i)
-        rows.append({"utt_id": f"Ses0{1 if split != 'test' else 2}F_impro01_F{i:03d}", "path": str(path), "split": split})
+        rows.append(
+            {"utt_id": f"Ses0{1 if split != 'test' else 2}F_impro01_F{i:03d}", "path": str(path), "split": split}
+        )
     out = tmp_path / name
-    extract_features(SpeechEncoder(load_backbone(backbone), False), pd.DataFrame(rows), [1, 2], out,
-                     sample_rate=16000, on_format_mismatch="error", batch_seconds=3, device=torch.device("cpu"),
-                     attrs={"fold": 2})
+    extract_features(
+        SpeechEncoder(load_backbone(backbone), False),
+        pd.DataFrame(rows),
+        [1, 2],
+        out,
+        sample_rate=16000,
+        on_format_mismatch="error",
+        batch_seconds=3,
+        device=torch.device("cpu"),
+        attrs={"fold": 2},
+    )
     return out
 
 

@@ -23,7 +23,7 @@ def test_metrics_match_scikit_learn(seed):
     assert got["uar"] == pytest.approx(balanced_accuracy_score(true, pred))
     assert got["macro_f1"] == pytest.approx(f1_score(true, pred, labels=CLASSES, average="macro"))
     recalls = recall_score(true, pred, labels=CLASSES, average=None)
-    for c, r in zip(CLASSES, recalls):
+    for c, r in zip(CLASSES, recalls, strict=False):
         assert got[f"recall_{c}"] == pytest.approx(r)
 
 
@@ -40,4 +40,6 @@ def test_summary_has_mean_std_and_pooled_rows():
     assert summary.loc["mean", "uar"] == pytest.approx(0.75)
     assert summary.loc["std", "war"] == pytest.approx(np.std([1.0, 0.5], ddof=1))
     assert summary.loc["pooled", "war"] == pytest.approx(0.75)
-    assert summary.loc["pooled", "uar"] == pytest.approx(balanced_accuracy_score(predictions["true"], predictions["predicted"]))
+    assert summary.loc["pooled", "uar"] == pytest.approx(
+        balanced_accuracy_score(predictions["true"], predictions["predicted"])
+    )

@@ -57,8 +57,10 @@ def test_model_folder_round_trip_and_backbone_is_reusable(tmp_path, tiny_backbon
         torch.testing.assert_close(loaded.eval()(waves, lengths)["emotion"], model(waves, lengths)["emotion"])
     assert meta["stage"] == "mtl" and meta["spec"]["emotion_pooling"] == "attentive"
     other = build_model(str(tmp_path / "m" / "backbone"), HeadSpec(CLASSES, "mean"))
-    torch.testing.assert_close(other.encoder.model.encoder.layers[0].attention.k_proj.weight,
-                               model.encoder.model.encoder.layers[0].attention.k_proj.weight)
+    torch.testing.assert_close(
+        other.encoder.model.encoder.layers[0].attention.k_proj.weight,
+        model.encoder.model.encoder.layers[0].attention.k_proj.weight,
+    )
 
 
 def test_model_folder_without_metadata_is_a_clear_error(tmp_path):

@@ -53,18 +53,39 @@ def cluster(tmp_path_factory):
     subprocess.run(["bash", str(script), "stop", str(folder)], timeout=120)
 
 
-def snakemake(workdir: Path, env: dict, *args: str, slurm: bool, extra_config: str | None = None, timeout=400,
-              background=False):
+def snakemake(
+    workdir: Path, env: dict, *args: str, slurm: bool, extra_config: str | None = None, timeout=400, background=False
+):
     configs = [str(ROOT / "demo.yaml"), str(workdir / "small.yaml")] + ([extra_config] if extra_config else [])
-    command = ["timeout", "-k", "10", str(timeout), sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"),
-               "-d", str(workdir), *args, "--configfile", *configs]
+    command = [
+        "timeout",
+        "-k",
+        "10",
+        str(timeout),
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(ROOT / "Snakefile"),
+        "-d",
+        str(workdir),
+        *args,
+        "--configfile",
+        *configs,
+    ]
     if slurm:
-        command[7:7] = ["--profile", str(ROOT / "workflow/profiles/slurm"),
-                        "--workflow-profile", str(ROOT / "tests/slurm/profile")]
+        command[7:7] = [
+            "--profile",
+            str(ROOT / "workflow/profiles/slurm"),
+            "--workflow-profile",
+            str(ROOT / "tests/slurm/profile"),
+        ]
     else:
         command[7:7] = ["--cores", "2"]
     if background:
-        return subprocess.Popen(command, env=env, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        return subprocess.Popen(
+            command, env=env, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
     result = subprocess.run(command, env=env, cwd=workdir, capture_output=True, text=True)
     result.output = result.stdout + result.stderr
     return result
@@ -72,8 +93,9 @@ def snakemake(workdir: Path, env: dict, *args: str, slurm: bool, extra_config: s
 
 def slurm_jobs(env: dict) -> pd.DataFrame:
     """Every job the cluster still knows (MinJobAge keeps finished ones): id, rule (comment), state."""
-    out = subprocess.run(["squeue", "-t", "all", "-h", "-o", "%i|%k|%T"], env=env, capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        ["squeue", "-t", "all", "-h", "-o", "%i|%k|%T"], env=env, capture_output=True, text=True, check=True
+    ).stdout
     rows = [line.split("|") for line in out.splitlines() if line.strip()]
     return pd.DataFrame(rows, columns=["id", "comment", "state"])
 
@@ -102,8 +124,9 @@ def test_jobs_ran_as_completed_slurm_jobs_including_gpu_training(runs, cluster):
 def test_outputs_match_a_local_run(runs):
     local, remote = runs
     for path in SLICE + [p.replace("metrics.tsv", "predictions.tsv") for p in SLICE]:
-        pd.testing.assert_frame_equal(pd.read_csv(remote / path, sep="\t"), pd.read_csv(local / path, sep="\t"),
-                                      check_exact=False, atol=1e-6)
+        pd.testing.assert_frame_equal(
+            pd.read_csv(remote / path, sep="\t"), pd.read_csv(local / path, sep="\t"), check_exact=False, atol=1e-6
+        )
 
 
 def test_second_run_has_nothing_to_do(runs, cluster):

@@ -39,19 +39,34 @@ def corpus(tmp_path_factory):
 
 def settings_for(backbone: str, **overrides) -> tuple[dict, dict]:
     train = {"epochs": 3, "batch_size": 4, "lr": 1e-3, "head_lr": 3e-3, "max_crop_s": 0.6}
-    config = validate_config({
-        "corpus": {"root": "unused", "sessions": [1, 2, 3]}, "backbone": backbone, "train": train,
-        "gmp": {"layers": [1, 2], "k": [4]}, **overrides,
-    })
+    config = validate_config(
+        {
+            "corpus": {"root": "unused", "sessions": [1, 2, 3]},
+            "backbone": backbone,
+            "train": train,
+            "gmp": {"layers": [1, 2], "k": [4]},
+            **overrides,
+        }
+    )
     return config, experiment_settings(config, "gmp_tl")
 
 
 def run(stage, corpus, settings, config, out, init_model=None, gmp=None):
     from gmptl.jobs import run_training
 
-    run_training(stage, manifest_path=str(corpus / "manifest.tsv"), folds_path=str(corpus / "folds.tsv"), fold=1,
-                 settings=settings, corpus=config["corpus"], runtime={"device": "cpu", "precision": "auto"},
-                 init_model=init_model, gmp_paths=gmp or {}, out_dir=str(out), state_dir=f"{out}.resume")
+    run_training(
+        stage,
+        manifest_path=str(corpus / "manifest.tsv"),
+        folds_path=str(corpus / "folds.tsv"),
+        fold=1,
+        settings=settings,
+        corpus=config["corpus"],
+        runtime={"device": "cpu", "precision": "auto"},
+        init_model=init_model,
+        gmp_paths=gmp or {},
+        out_dir=str(out),
+        state_dir=f"{out}.resume",
+    )
 
 
 def test_mtl_stage_writes_a_model_folder_with_history(corpus, tiny_backbone, tmp_path):
@@ -93,16 +108,32 @@ def test_stage1_learns_gmp_labels_and_checks_their_frame_counts(corpus, tiny_bac
 
     config, settings = settings_for(tiny_backbone, stage1={"loss_on": "all"})
     table = fold_table(pd.read_csv(corpus / "folds.tsv", sep="\t"), pd.read_csv(corpus / "manifest.tsv", sep="\t"), 1)
-    extract_features(SpeechEncoder(load_backbone(tiny_backbone), False), table, [1, 2], tmp_path / "f.h5",
-                     sample_rate=16000, on_format_mismatch="error", batch_seconds=10, device=torch.device("cpu"),
-                     attrs={"fold": 1})
-    kmeans = {"fit_fraction": 1.0, "max_fit_frames": 10**6, "n_init": 1, "init_frames": 10**5, "max_iter": 20,
-              "tol": 1e-4, "chunk_frames": 4096}
+    extract_features(
+        SpeechEncoder(load_backbone(tiny_backbone), False),
+        table,
+        [1, 2],
+        tmp_path / "f.h5",
+        sample_rate=16000,
+        on_format_mismatch="error",
+        batch_seconds=10,
+        device=torch.device("cpu"),
+        attrs={"fold": 1},
+    )
+    kmeans = {
+        "fit_fraction": 1.0,
+        "max_fit_frames": 10**6,
+        "n_init": 1,
+        "init_frames": 10**5,
+        "max_iter": 20,
+        "tol": 1e-4,
+        "chunk_frames": 4096,
+    }
     gmp = {}
     for layer in (1, 2):
         gmp[f"L{layer}_k4"] = str(tmp_path / f"layer{layer}_k4.h5")
-        fit_gmp_labels(tmp_path / "f.h5", layer, 4, gmp[f"L{layer}_k4"], settings=kmeans, seed=0,
-                       device=torch.device("cpu"))
+        fit_gmp_labels(
+            tmp_path / "f.h5", layer, 4, gmp[f"L{layer}_k4"], settings=kmeans, seed=0, device=torch.device("cpu")
+        )
     run("stage1", corpus, settings, config, tmp_path / "stage1", gmp=gmp)
     history = pd.read_csv(tmp_path / "stage1" / "history.tsv", sep="\t")
     assert history["train_loss"].iloc[-1] < history["train_loss"].iloc[0]
@@ -113,8 +144,11 @@ def test_stage1_learns_gmp_labels_and_checks_their_frame_counts(corpus, tiny_bac
         lengths, offsets, labels = handle["lengths"][:], handle["offsets"][:], handle["labels"][:]
         labels = np.delete(labels, offsets[row])
         lengths[row] -= 1
-        for name, data in (("lengths", lengths), ("offsets", np.concatenate([[0], np.cumsum(lengths)[:-1]])),
-                           ("labels", labels)):
+        for name, data in (
+            ("lengths", lengths),
+            ("offsets", np.concatenate([[0], np.cumsum(lengths)[:-1]])),
+            ("labels", labels),
+        ):
             del handle[name]
             handle[name] = data
     with pytest.raises(TrainingError, match=r"have \d+ frames for '.*' but the model makes \d+"):
@@ -123,7 +157,9 @@ def test_stage1_learns_gmp_labels_and_checks_their_frame_counts(corpus, tiny_bac
 
 def test_a_class_missing_from_the_training_split_is_an_error(corpus, tiny_backbone, tmp_path):
     manifest = pd.read_csv(corpus / "manifest.tsv", sep="\t")
-    manifest.loc[manifest["session"] != 1, "emotion"] = manifest.loc[manifest["session"] != 1, "emotion"].replace("sad", "ang")
+    manifest.loc[manifest["session"] != 1, "emotion"] = manifest.loc[manifest["session"] != 1, "emotion"].replace(
+        "sad", "ang"
+    )
     manifest.to_csv(tmp_path / "manifest.tsv", sep="\t", index=False)
     (tmp_path / "folds.tsv").write_text((corpus / "folds.tsv").read_text())
     config, settings = settings_for(tiny_backbone)
@@ -156,16 +192,27 @@ TRAIN_SCRIPT = textwrap.dedent("""
     setup_logging()
     configure_torch(1)
     args = json.loads(sys.argv[1])
-    run_training("stage2", init_model=None, gmp_paths={{}}, runtime={{"device": "cpu", "precision": "auto"}}, fold=1, **args)
+    runtime = {{"device": "cpu", "precision": "auto"}}
+    run_training("stage2", init_model=None, gmp_paths={{}}, runtime=runtime, fold=1, **args)
 """)
 
 
 def start_training(corpus, config, settings, out):
-    args = {"manifest_path": str(corpus / "manifest.tsv"), "folds_path": str(corpus / "folds.tsv"),
-            "settings": settings, "corpus": config["corpus"], "out_dir": str(out), "state_dir": f"{out}.resume"}
+    args = {
+        "manifest_path": str(corpus / "manifest.tsv"),
+        "folds_path": str(corpus / "folds.tsv"),
+        "settings": settings,
+        "corpus": config["corpus"],
+        "out_dir": str(out),
+        "state_dir": f"{out}.resume",
+    }
     script = TRAIN_SCRIPT.format(scripts=str(ROOT / "workflow" / "scripts"))
-    return subprocess.Popen([sys.executable, "-c", script, json.dumps(args)], stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    return subprocess.Popen(
+        [sys.executable, "-c", script, json.dumps(args)],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
 
 
 def weights(model_dir: Path) -> dict:
@@ -175,8 +222,17 @@ def weights(model_dir: Path) -> dict:
 
 
 def test_training_killed_mid_epoch_resumes_to_the_same_result(corpus, tiny_backbone, tmp_path):
-    config, settings = settings_for(tiny_backbone, train={"epochs": 5, "batch_size": 2, "lr": 1e-3, "head_lr": 3e-3,
-                                                           "max_crop_s": 0.6, "freeze_feature_encoder": False})
+    config, settings = settings_for(
+        tiny_backbone,
+        train={
+            "epochs": 5,
+            "batch_size": 2,
+            "lr": 1e-3,
+            "head_lr": 3e-3,
+            "max_crop_s": 0.6,
+            "freeze_feature_encoder": False,
+        },
+    )
     reference = start_training(corpus, config, settings, tmp_path / "straight")
     assert reference.wait(timeout=600) == 0, reference.stderr.read()
 

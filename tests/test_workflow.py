@@ -54,7 +54,16 @@ def test_demo_builds_every_contract_output(demo_run):
     workdir, _ = demo_run
     results = workdir / "results"
     manifest = pd.read_csv(results / "manifest.tsv", sep="\t")
-    assert list(manifest.columns) == ["utt_id", "path", "session", "speaker", "gender", "emotion", "dialog", "duration_s"]
+    assert list(manifest.columns) == [
+        "utt_id",
+        "path",
+        "session",
+        "speaker",
+        "gender",
+        "emotion",
+        "dialog",
+        "duration_s",
+    ]
     assert set(manifest["session"]) == {1, 2, 3} and set(manifest["emotion"]) == {"neu", "hap", "ang", "sad"}
     folds = pd.read_csv(results / "folds.tsv", sep="\t")
     assert list(folds.columns) == ["fold", "utt_id", "split"] and set(folds["fold"]) == {1, 2, 3}
@@ -62,7 +71,9 @@ def test_demo_builds_every_contract_output(demo_run):
         per_fold = pd.read_csv(results / exp / "metrics" / "folds.tsv", sep="\t")
         summary = pd.read_csv(results / exp / "metrics" / "summary.tsv", sep="\t")
         assert list(per_fold["fold"]) == [1, 2, 3]
-        assert {"n", "war", "uar", "macro_f1", "recall_neu", "recall_hap", "recall_ang", "recall_sad"} <= set(per_fold.columns)
+        assert {"n", "war", "uar", "macro_f1", "recall_neu", "recall_hap", "recall_ang", "recall_sad"} <= set(
+            per_fold.columns
+        )
         assert list(summary["statistic"]) == ["mean", "std", "pooled"]
         assert summary.set_index("statistic").loc["pooled", "n"] == len(manifest)
         predictions = pd.read_csv(results / exp / "fold2" / "predictions.tsv", sep="\t")
@@ -72,7 +83,10 @@ def test_demo_builds_every_contract_output(demo_run):
     assert (results / "gmp_tl" / "fold1" / "gmp" / "layer2_k8.h5").is_file()
     assert not (results / "finetune" / "fold1" / "features.h5").exists()  # the baseline needs no GMPs
     comparison = pd.read_csv(results / "comparison.tsv", sep="\t")
-    assert list(comparison["experiment"]) == ["finetune", "gmp_tl"] or set(comparison["experiment"]) == {"gmp_tl", "finetune"}
+    assert list(comparison["experiment"]) == ["finetune", "gmp_tl"] or set(comparison["experiment"]) == {
+        "gmp_tl",
+        "finetune",
+    }
     assert not list(results.rglob("*.resume"))  # resume folders are removed once a model is written
 
 
@@ -87,8 +101,12 @@ def test_deleting_one_stage2_model_reruns_only_what_depends_on_it(demo_run):
     shutil.rmtree(workdir / "results" / "gmp_tl" / "fold2" / "stage2")
     plan = snakemake(workdir, "-n", configs=configs)
     assert job_counts(plan.output) == {
-        "train_stage2": 1, "evaluate_fold": 1, "summarize_experiment": 1, "plot_experiment": 1,
-        "compare_experiments": 1, "all": 1,
+        "train_stage2": 1,
+        "evaluate_fold": 1,
+        "summarize_experiment": 1,
+        "plot_experiment": 1,
+        "compare_experiments": 1,
+        "all": 1,
     }
     assert "results/gmp_tl/fold2/stage2" in plan.output
     rerun = snakemake(workdir, "--cores", "2", configs=configs)
@@ -109,9 +127,18 @@ def test_paper_config_plans_every_stage_for_five_folds_with_gpus(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     counts = job_counts(result.output)
     assert counts == {
-        "build_manifest": 1, "make_folds": 1, "train_mtl": 5, "extract_features": 5, "fit_kmeans": 15,
-        "train_stage1": 5, "train_stage2": 10, "evaluate_fold": 10, "summarize_experiment": 2, "plot_experiment": 2,
-        "compare_experiments": 1, "all": 1,
+        "build_manifest": 1,
+        "make_folds": 1,
+        "train_mtl": 5,
+        "extract_features": 5,
+        "fit_kmeans": 15,
+        "train_stage1": 5,
+        "train_stage2": 10,
+        "evaluate_fold": 10,
+        "summarize_experiment": 2,
+        "plot_experiment": 2,
+        "compare_experiments": 1,
+        "all": 1,
     }
     blocks = re.split(r"\n(?=(?:local)?rule \w+:)", result.output)
     gpu_rules = {"train_mtl", "extract_features", "fit_kmeans", "train_stage1", "train_stage2", "evaluate_fold"}
@@ -130,7 +157,9 @@ def test_bad_config_stops_with_one_sentence_naming_the_key(tmp_path):
 
 def test_missing_corpus_fails_clearly_and_leaves_no_manifest(tmp_path):
     (tmp_path / "my.yaml").write_text(f"corpus: {{root: {tmp_path / 'IEMOCAP_full_release'}}}\n")
-    result = snakemake(tmp_path, "--cores", "1", "results/manifest.tsv", configs=("config.yaml", str(tmp_path / "my.yaml")))
+    result = snakemake(
+        tmp_path, "--cores", "1", "results/manifest.tsv", configs=("config.yaml", str(tmp_path / "my.yaml"))
+    )
     assert result.returncode != 0
     log = (tmp_path / "results" / "logs" / "build_manifest.log").read_text()
     assert f"corpus root '{tmp_path / 'IEMOCAP_full_release'}' does not exist" in log
@@ -142,8 +171,14 @@ def test_real_tree_builds_manifest_and_folds_with_the_documented_command(tmp_pat
 
     root = write_tree(tmp_path / "IEMOCAP_full_release", balanced_sessions(per_class=1), seconds=0.5)
     (tmp_path / "my.yaml").write_text(f"corpus: {{root: {root}}}\n")
-    result = snakemake(tmp_path, "--cores", "1", "results/manifest.tsv", "results/folds.tsv",
-                       configs=("config.yaml", str(tmp_path / "my.yaml")))
+    result = snakemake(
+        tmp_path,
+        "--cores",
+        "1",
+        "results/manifest.tsv",
+        "results/folds.tsv",
+        configs=("config.yaml", str(tmp_path / "my.yaml")),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert len(pd.read_csv(tmp_path / "results" / "manifest.tsv", sep="\t")) == 40
     assert "differs from the full IEMOCAP release" in (tmp_path / "results" / "logs" / "build_manifest.log").read_text()

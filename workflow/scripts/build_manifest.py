@@ -30,5 +30,5 @@ def main(corpus: dict, manifest_path: str, counts_path: str) -> None:
 
 
 if __name__ == "__main__":
-    setup_logging(snakemake.log[0])  # noqa: F821
-    main(snakemake.params.corpus, snakemake.output.manifest, snakemake.output.counts)  # noqa: F821
+    setup_logging(snakemake.log[0])
+    main(snakemake.params.corpus, snakemake.output.manifest, snakemake.output.counts)

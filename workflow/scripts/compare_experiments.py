@@ -5,6 +5,6 @@ from gmptl.report import comparison_table
 from gmptl.runtime import setup_logging
 
 if __name__ == "__main__":
-    setup_logging(snakemake.log[0])  # noqa: F821
-    summaries = dict(snakemake.input.items())  # noqa: F821
-    write_tsv(comparison_table(summaries), snakemake.output.comparison, float_format="%.6f")  # noqa: F821
+    setup_logging(snakemake.log[0])
+    summaries = dict(snakemake.input.items())
+    write_tsv(comparison_table(summaries), snakemake.output.comparison, float_format="%.6f")

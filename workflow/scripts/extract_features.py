@@ -5,9 +5,9 @@ import logging
 import pandas as pd
 
 from gmptl.backbone import SpeechEncoder, check_layers, input_normalization, load_backbone
+from gmptl.features import extract_features
 from gmptl.fileio import code_version, stable_hash
 from gmptl.folds import fold_table
-from gmptl.features import extract_features
 from gmptl.runtime import configure_torch, resolve_device, setup_logging
 
 log = logging.getLogger("extract_features")
@@ -32,17 +32,29 @@ def main(manifest_path, folds_path, model_dir, out_path, fold, settings, corpus,
     }
     log.info("fold %d: %d utterances on %s, layers %s", fold, len(table), device, layers)
     extract_features(
-        encoder, table, layers, out_path,
-        sample_rate=corpus["sample_rate"], on_format_mismatch=corpus["on_format_mismatch"],
-        batch_seconds=settings["features"]["batch_seconds"], device=device,
-        precision=runtime["precision"], attrs=attrs,
+        encoder,
+        table,
+        layers,
+        out_path,
+        sample_rate=corpus["sample_rate"],
+        on_format_mismatch=corpus["on_format_mismatch"],
+        batch_seconds=settings["features"]["batch_seconds"],
+        device=device,
+        precision=runtime["precision"],
+        attrs=attrs,
     )
 
 
 if __name__ == "__main__":
-    setup_logging(snakemake.log[0])  # noqa: F821
+    setup_logging(snakemake.log[0])
     main(
-        snakemake.input.manifest, snakemake.input.folds, snakemake.input.model,  # noqa: F821
-        snakemake.output.features, int(snakemake.wildcards.fold), snakemake.params.settings,  # noqa: F821
-        snakemake.params.corpus, snakemake.params.runtime, snakemake.threads,  # noqa: F821
+        snakemake.input.manifest,
+        snakemake.input.folds,
+        snakemake.input.model,
+        snakemake.output.features,
+        int(snakemake.wildcards.fold),
+        snakemake.params.settings,
+        snakemake.params.corpus,
+        snakemake.params.runtime,
+        snakemake.threads,
     )

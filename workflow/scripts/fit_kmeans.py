@@ -8,16 +8,26 @@ from gmptl.runtime import configure_torch, resolve_device, setup_logging
 def main(features_path, out_path, layer, k, settings, runtime, threads) -> None:
     configure_torch(threads)
     fit_gmp_labels(
-        features_path, layer, k, out_path,
-        settings=settings["kmeans"], seed=settings["seed"], device=resolve_device(runtime["device"]),
+        features_path,
+        layer,
+        k,
+        out_path,
+        settings=settings["kmeans"],
+        seed=settings["seed"],
+        device=resolve_device(runtime["device"]),
         attrs={"config_hash": stable_hash(settings), "code_version": code_version()},
     )
 
 
 if __name__ == "__main__":
-    setup_logging(snakemake.log[0])  # noqa: F821
-    w = snakemake.wildcards  # noqa: F821
+    setup_logging(snakemake.log[0])
+    w = snakemake.wildcards
     main(
-        snakemake.input.features, snakemake.output.labels, int(w.layer), int(w.k),  # noqa: F821
-        snakemake.params.settings, snakemake.params.runtime, snakemake.threads,  # noqa: F821
+        snakemake.input.features,
+        snakemake.output.labels,
+        int(w.layer),
+        int(w.k),
+        snakemake.params.settings,
+        snakemake.params.runtime,
+        snakemake.threads,
     )

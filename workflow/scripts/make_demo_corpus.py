@@ -23,5 +23,5 @@ def main(out_dir: str, demo: dict, sessions: list[int]) -> None:
 
 
 if __name__ == "__main__":
-    setup_logging(snakemake.log[0])  # noqa: F821
-    main(snakemake.output.corpus, snakemake.params.demo, snakemake.params.sessions)  # noqa: F821
+    setup_logging(snakemake.log[0])
+    main(snakemake.output.corpus, snakemake.params.demo, snakemake.params.sessions)

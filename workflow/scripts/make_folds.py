@@ -20,5 +20,5 @@ def main(manifest_path: str, folds_path: str, settings: dict, seed: int) -> None
 
 
 if __name__ == "__main__":
-    setup_logging(snakemake.log[0])  # noqa: F821
-    main(snakemake.input.manifest, snakemake.output.folds, snakemake.params.folds, snakemake.params.seed)  # noqa: F821
+    setup_logging(snakemake.log[0])
+    main(snakemake.input.manifest, snakemake.output.folds, snakemake.params.folds, snakemake.params.seed)

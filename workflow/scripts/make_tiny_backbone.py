@@ -7,10 +7,12 @@ from gmptl.runtime import configure_torch, setup_logging
 
 def main(out_dir: str, demo: dict) -> None:
     with atomic_path(out_dir) as tmp:
-        make_tiny_hubert(tmp, hidden_size=demo["hidden_size"], num_layers=demo["num_layers"], seed=demo["backbone_seed"])
+        make_tiny_hubert(
+            tmp, hidden_size=demo["hidden_size"], num_layers=demo["num_layers"], seed=demo["backbone_seed"]
+        )
 
 
 if __name__ == "__main__":
-    setup_logging(snakemake.log[0])  # noqa: F821
+    setup_logging(snakemake.log[0])
     configure_torch(1)
-    main(snakemake.output.backbone, snakemake.params.demo)  # noqa: F821
+    main(snakemake.output.backbone, snakemake.params.demo)

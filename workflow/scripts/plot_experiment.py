@@ -4,9 +4,13 @@ from gmptl.report import plot_confusion, plot_curves
 from gmptl.runtime import setup_logging
 
 if __name__ == "__main__":
-    setup_logging(snakemake.log[0])  # noqa: F821
-    exp = snakemake.wildcards.exp  # noqa: F821
-    models = {name: f"{path}/history.tsv" for name, path in snakemake.input.items() if name != "predictions"}  # noqa: F821
-    plot_confusion(list(snakemake.input.predictions), snakemake.params.classes, snakemake.output.confusion,  # noqa: F821
-                   f"{exp}: pooled test confusion")
-    plot_curves(models, snakemake.output.curves, f"{exp}: training curves")  # noqa: F821
+    setup_logging(snakemake.log[0])
+    exp = snakemake.wildcards.exp
+    models = {name: f"{path}/history.tsv" for name, path in snakemake.input.items() if name != "predictions"}
+    plot_confusion(
+        list(snakemake.input.predictions),
+        snakemake.params.classes,
+        snakemake.output.confusion,
+        f"{exp}: pooled test confusion",
+    )
+    plot_curves(models, snakemake.output.curves, f"{exp}: training curves")

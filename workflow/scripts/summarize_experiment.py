@@ -9,10 +9,12 @@ from gmptl.runtime import setup_logging
 log = logging.getLogger("summarize_experiment")
 
 if __name__ == "__main__":
-    setup_logging(snakemake.log[0])  # noqa: F821
+    setup_logging(snakemake.log[0])
     folds, summary = experiment_tables(
-        list(snakemake.input.metrics), list(snakemake.input.predictions), snakemake.params.classes  # noqa: F821
+        list(snakemake.input.metrics),
+        list(snakemake.input.predictions),
+        snakemake.params.classes,
     )
     log.info("summary:\n%s", summary.to_string(index=False))
-    write_tsv(folds, snakemake.output.folds, float_format="%.6f")  # noqa: F821
-    write_tsv(summary, snakemake.output.summary, float_format="%.6f")  # noqa: F821
+    write_tsv(folds, snakemake.output.folds, float_format="%.6f")
+    write_tsv(summary, snakemake.output.summary, float_format="%.6f")

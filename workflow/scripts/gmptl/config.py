@@ -105,9 +105,7 @@ def _check_corpus(corpus: dict) -> None:
     classes = corpus["classes"]
     unknown = sorted({v for v in corpus["label_map"].values() if v not in classes})
     if unknown:
-        raise ConfigError(
-            f"config key 'corpus.label_map' maps to {unknown}, which are not in corpus.classes {classes}"
-        )
+        raise ConfigError(f"config key 'corpus.label_map' maps to {unknown}, which are not in corpus.classes {classes}")
     unused = [c for c in classes if c not in corpus["label_map"].values()]
     if unused:
         raise ConfigError(f"config key 'corpus.classes': no label in corpus.label_map maps to {unused}")

@@ -74,9 +74,7 @@ def label_files(session_dir: Path) -> list[Path]:
     folder = session_dir / "dialog" / "EmoEvaluation"
     if not folder.is_dir():
         raise CorpusError(f"label folder '{folder}' is missing; is corpus.root an IEMOCAP_full_release copy?")
-    return sorted(
-        p for p in folder.iterdir() if p.is_file() and p.suffix == ".txt" and not p.name.startswith("._")
-    )
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix == ".txt" and not p.name.startswith("._"))
 
 
 def utterance_fields(turn: Turn, session: int) -> dict:
@@ -84,8 +82,7 @@ def utterance_fields(turn: Turn, session: int) -> dict:
     match = UTT_ID.match(turn.utt_id)
     if not match:
         raise CorpusError(
-            f"{turn.source}: utterance id '{turn.utt_id}' does not look like an IEMOCAP id "
-            "(SesNN[FM]_<dialog>_[FM]NNN)"
+            f"{turn.source}: utterance id '{turn.utt_id}' does not look like an IEMOCAP id (SesNN[FM]_<dialog>_[FM]NNN)"
         )
     if int(match["session"]) != session:
         raise CorpusError(f"{turn.source}: utterance '{turn.utt_id}' is listed under Session{session}")
@@ -159,9 +156,7 @@ def build_manifest(
     """Read an IEMOCAP tree into the manifest (columns `MANIFEST_COLUMNS`, sorted by utt_id)."""
     root = Path(root)
     if not root.is_dir():
-        raise CorpusError(
-            f"corpus root '{root}' does not exist; set corpus.root to your IEMOCAP_full_release folder"
-        )
+        raise CorpusError(f"corpus root '{root}' does not exist; set corpus.root to your IEMOCAP_full_release folder")
     dropped: Counter = Counter()
     missing: list[str] = []
     rows = []

@@ -62,8 +62,9 @@ def require_classes(data: Utterances, classes: list[str], what: str, fold: int) 
     present = set(data.emotion.tolist())
     absent = [c for i, c in enumerate(classes) if i not in present]
     if absent:
-        raise TrainingError(f"fold {fold}: class(es) {absent} have no utterance in the {what} split; "
-                            "check corpus.label_map / folds")
+        raise TrainingError(
+            f"fold {fold}: class(es) {absent} have no utterance in the {what} split; check corpus.label_map / folds"
+        )
 
 
 def epoch_batches(
@@ -88,15 +89,19 @@ def balanced_weights(labels: np.ndarray) -> np.ndarray:
     return weights / weights.sum()
 
 
-def eval_batches(durations: np.ndarray, batch_seconds: float) -> list[np.ndarray]:
-    """Sorted-by-length batches of at most `batch_seconds` of padded audio (for scoring whole utterances)."""
-    order = np.argsort(-durations, kind="stable")
+def length_batches(lengths: np.ndarray, budget: float) -> list[np.ndarray]:
+    """Indices grouped longest first into batches with (size × longest) ≤ `budget` (or of size 1).
+
+    `lengths` and `budget` share a unit (samples or seconds): the padded size of a batch is bounded.
+    """
+    lengths = np.asarray(lengths)
+    order = np.argsort(-lengths, kind="stable")
     batches, current = [], []
     for index in order:
-        if current and (len(current) + 1) * durations[current[0]] > batch_seconds:
+        if current and (len(current) + 1) * lengths[current[0]] > budget:
             batches.append(np.asarray(current))
             current = []
-        current.append(index)
+        current.append(int(index))
     if current:
         batches.append(np.asarray(current))
     return batches

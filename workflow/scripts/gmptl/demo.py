@@ -31,8 +31,15 @@ RAW_LABELS = {"neu": ["neu"], "hap": ["hap", "exc"], "ang": ["ang"], "sad": ["sa
 CLASS_SHARE = {"neu": 0.31, "hap": 0.30, "ang": 0.20, "sad": 0.19}
 DROPPED_LABELS = ["xxx", "fru"]
 VOWELS = [(730, 1090, 2440), (270, 2290, 3010), (300, 870, 2240), (530, 1840, 2480), (570, 840, 2410)]
-EVALUATOR_WORDS = {"neu": "Neutral", "hap": "Happiness", "exc": "Excited", "ang": "Anger", "sad": "Sadness",
-                   "xxx": "Frustration", "fru": "Frustration"}
+EVALUATOR_WORDS = {
+    "neu": "Neutral",
+    "hap": "Happiness",
+    "exc": "Excited",
+    "ang": "Anger",
+    "sad": "Sadness",
+    "xxx": "Frustration",
+    "fru": "Frustration",
+}
 
 
 @dataclass(frozen=True)
@@ -72,9 +79,7 @@ def glottal_source(f0: np.ndarray, tilt: float, breath: float, rng: np.random.Ge
     return source + breath * rng.standard_normal(len(f0))
 
 
-def synthesize(
-    speaker: Speaker, emotion: str, duration_s: float, rng: np.random.Generator
-) -> np.ndarray:
+def synthesize(speaker: Speaker, emotion: str, duration_s: float, rng: np.random.Generator) -> np.ndarray:
     """One utterance of `duration_s` seconds in the style of `emotion` (raw label)."""
     style = STYLES.get(emotion, STYLES[str(rng.choice(list(STYLES)))])
     n = int(duration_s * SAMPLE_RATE)
@@ -94,7 +99,7 @@ def synthesize(
         stop = min(n, start + length)
         formants = [f * speaker.formant_scale * rng.normal(1.0, 0.04) for f in VOWELS[rng.integers(len(VOWELS))]]
         segment = source[start:stop]
-        for freq, bandwidth in zip(formants, (80, 110, 150)):
+        for freq, bandwidth in zip(formants, (80, 110, 150), strict=False):
             segment = resonator(segment, min(freq, 0.45 * SAMPLE_RATE), bandwidth)
         envelope = np.sin(np.linspace(0, np.pi, stop - start)) ** 0.7
         burst = min(stop - start, int(0.025 * SAMPLE_RATE))
@@ -125,7 +130,9 @@ def evaluation_block(start: float, end: float, utt_id: str, label: str, rng: np.
     word = EVALUATOR_WORDS[label]
     lines = [f"[{start:.4f} - {end:.4f}]\t{utt_id}\t{label}\t[{vad}]"]
     lines += [f"C-E{i}:\t{word};\t()" for i in (1, 2, 4)]
-    lines += [f"A-E{i}:\tval {rng.integers(1, 6)}; act {rng.integers(1, 6)}; dom  {rng.integers(1, 6)};\t()" for i in (1, 2)]
+    lines += [
+        f"A-E{i}:\tval {rng.integers(1, 6)}; act {rng.integers(1, 6)}; dom  {rng.integers(1, 6)};\t()" for i in (1, 2)
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -144,7 +151,9 @@ def write_session(root: Path, session: int, n_kept: int, durations: tuple[float,
             duration = float(rng.uniform(*durations))
             wav_dir = session_dir / "sentences" / "wav" / dialog
             wav_dir.mkdir(parents=True, exist_ok=True)
-            sf.write(wav_dir / f"{utt_id}.wav", synthesize(speaker, label, duration, rng), SAMPLE_RATE, subtype="PCM_16")
+            sf.write(
+                wav_dir / f"{utt_id}.wav", synthesize(speaker, label, duration, rng), SAMPLE_RATE, subtype="PCM_16"
+            )
             blocks[dialog].append(evaluation_block(clock[dialog], clock[dialog] + duration, utt_id, label, rng))
             clock[dialog] += duration + 0.5
     write_labels(session_dir, blocks)
@@ -175,6 +184,4 @@ def make_demo_corpus(
     for session in sessions:
         rng = np.random.default_rng([seed, session])
         write_session(out_dir, session, utterances_per_speaker, (min_duration_s, max_duration_s), rng)
-    (out_dir / "README.txt").write_text(
-        "Synthetic IEMOCAP-shaped demo corpus written by gmptl (not IEMOCAP data).\n"
-    )
+    (out_dir / "README.txt").write_text("Synthetic IEMOCAP-shaped demo corpus written by gmptl (not IEMOCAP data).\n")

@@ -18,27 +18,13 @@ from tqdm import tqdm
 
 from .audio import audio_info, load_audio, resampled_frames
 from .backbone import SpeechEncoder
+from .data import length_batches
 from .errors import FeatureError
 from .fileio import atomic_path
 from .frames import Alignment
 from .runtime import autocast
 
 log = logging.getLogger(__name__)
-
-
-def length_batches(num_samples: np.ndarray, budget_samples: int) -> list[list[int]]:
-    """Indices grouped into batches, longest first, each with (size × longest) ≤ budget (or size 1)."""
-    order = np.argsort(-np.asarray(num_samples), kind="stable")
-    batches, current = [], []
-    for index in order:
-        longest = num_samples[current[0]] if current else num_samples[index]
-        if current and (len(current) + 1) * longest > budget_samples:
-            batches.append(current)
-            current = []
-        current.append(int(index))
-    if current:
-        batches.append(current)
-    return batches
 
 
 def pad_batch(waves: list[np.ndarray], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,7 +95,7 @@ def extract_features(
 
 
 def _check_lengths(table: pd.DataFrame, batch: list[int], waves: list[np.ndarray], samples: np.ndarray) -> None:
-    for i, wave in zip(batch, waves):
+    for i, wave in zip(batch, waves, strict=False):
         if len(wave) != samples[i]:
             raise FeatureError(
                 f"audio file '{table['path'].iloc[i]}' decodes to {len(wave)} samples but its header says "

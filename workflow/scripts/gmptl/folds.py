@@ -73,5 +73,7 @@ def fold_table(folds: pd.DataFrame, manifest: pd.DataFrame, fold: int) -> pd.Dat
         raise CorpusError(f"fold {fold} is not in the folds table (folds: {sorted(folds['fold'].unique())})")
     table = manifest.merge(rows[["utt_id", "split"]], on="utt_id", how="inner", validate="one_to_one")
     if len(table) != len(rows):
-        raise CorpusError(f"fold {fold}: {len(rows) - len(table)} utterance(s) of the folds table are not in the manifest")
+        raise CorpusError(
+            f"fold {fold}: {len(rows) - len(table)} utterance(s) of the folds table are not in the manifest"
+        )
     return table

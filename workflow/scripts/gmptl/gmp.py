@@ -78,15 +78,28 @@ def fit_gmp_labels(
                 "lower gmp.k or raise kmeans.max_fit_frames / kmeans.fit_fraction"
             )
         result = fit_kmeans(
-            fit, k, seed=seed, max_iter=settings["max_iter"], tol=settings["tol"],
-            n_init=settings["n_init"], init_frames=settings["init_frames"], chunk=settings["chunk_frames"], device=device,
+            fit,
+            k,
+            seed=seed,
+            max_iter=settings["max_iter"],
+            tol=settings["tol"],
+            n_init=settings["n_init"],
+            init_frames=settings["init_frames"],
+            chunk=settings["chunk_frames"],
+            device=device,
         )
         labels = assign_all(dataset, torch.from_numpy(result.centroids).to(device), device)
         source_attrs = dict(handle.attrs)
     summary = {
-        "layer": layer, "k": k, "seed": seed, "inertia": result.inertia, "iterations": result.iterations,
-        "converged": result.converged, "n_fit_frames": len(fit),
-        "usage_entropy_bits": usage_entropy(labels, k), "max_entropy_bits": float(np.log2(k)),
+        "layer": layer,
+        "k": k,
+        "seed": seed,
+        "inertia": result.inertia,
+        "iterations": result.iterations,
+        "converged": result.converged,
+        "n_fit_frames": len(fit),
+        "usage_entropy_bits": usage_entropy(labels, k),
+        "max_entropy_bits": float(np.log2(k)),
     }
     with atomic_path(out_path) as tmp, h5py.File(tmp, "w") as out:
         alignment.write(out)
@@ -96,7 +109,9 @@ def fit_gmp_labels(
             if key in source_attrs:
                 out.attrs[key] = source_attrs[key]
         out.attrs.update({**summary, **(attrs or {})})
-    log.info("layer %d k %d: %s", layer, k, {key: summary[key] for key in ("inertia", "iterations", "usage_entropy_bits")})
+    log.info(
+        "layer %d k %d: %s", layer, k, {key: summary[key] for key in ("inertia", "iterations", "usage_entropy_bits")}
+    )
     return summary
 
 

@@ -86,21 +86,52 @@ def run_training(
     for data in (train, valid):
         check_frame_counts(data, model.encoder, corpus["sample_rate"], ", ".join(gmp_paths.values()))
     inputs = [manifest_path, folds_path, *gmp_paths.values()] + ([f"{init_model}/model.json"] if init_model else [])
-    fingerprint = stable_hash({
-        "stage": stage, "spec": asdict(spec), "train": cfg, "seed": settings["seed"], "fold": fold,
-        "backbone": source, "inputs": [file_digest(p) for p in inputs], "code": code_version(),
-    })
-    log.info("%s fold %d: %d train / %d valid utterances, init %s, device %s", stage, fold, len(train), len(valid),
-             source, device)
+    fingerprint = stable_hash(
+        {
+            "stage": stage,
+            "spec": asdict(spec),
+            "train": cfg,
+            "seed": settings["seed"],
+            "fold": fold,
+            "backbone": source,
+            "inputs": [file_digest(p) for p in inputs],
+            "code": code_version(),
+        }
+    )
+    log.info(
+        "%s fold %d: %d train / %d valid utterances, init %s, device %s",
+        stage,
+        fold,
+        len(train),
+        len(valid),
+        source,
+        device,
+    )
     result = train_stage(
-        model, spec, train, valid if len(valid) else None, cfg, classes=classes, device=device,
-        audio=AudioSettings(corpus["sample_rate"], corpus["on_format_mismatch"]), seed=settings["seed"] + fold,
-        state_dir=state_dir, fingerprint=fingerprint, precision=runtime["precision"],
+        model,
+        spec,
+        train,
+        valid if len(valid) else None,
+        cfg,
+        classes=classes,
+        device=device,
+        audio=AudioSettings(corpus["sample_rate"], corpus["on_format_mismatch"]),
+        seed=settings["seed"] + fold,
+        state_dir=state_dir,
+        fingerprint=fingerprint,
+        precision=runtime["precision"],
     )
     metadata = {
-        "stage": stage, "fold": fold, "init": source, "best_epoch": result.best_epoch, "best": result.best,
-        "fingerprint": fingerprint, "config_hash": stable_hash(settings), "seed": settings["seed"],
-        "code_version": code_version(), "selection": "valid_uar" if spec.selects_by_uar else "valid_loss",
+        "stage": stage,
+        "fold": fold,
+        "init": source,
+        "best_epoch": result.best_epoch,
+        "best": result.best,
+        "fingerprint": fingerprint,
+        "config_hash": stable_hash(settings),
+        "seed": settings["seed"],
+        "code_version": code_version(),
+        "selection": "valid_uar" if spec.selects_by_uar else "valid_loss",
     }
     with atomic_path(out_dir) as tmp:
         save_model(model.cpu(), tmp, metadata)
@@ -109,8 +140,16 @@ def run_training(
 
 
 def run_evaluation(
-    *, manifest_path: str, folds_path: str, fold: int, model_dir: str, corpus: dict, runtime: dict,
-    batch_seconds: float, predictions_path: str, metrics_path: str,
+    *,
+    manifest_path: str,
+    folds_path: str,
+    fold: int,
+    model_dir: str,
+    corpus: dict,
+    runtime: dict,
+    batch_seconds: float,
+    predictions_path: str,
+    metrics_path: str,
 ) -> dict:
     """Score the fold's test session with its stage-2 model: predictions.tsv and a one-row metrics.tsv."""
     classes = corpus["classes"]
@@ -120,8 +159,15 @@ def run_evaluation(
         raise TrainingError(f"fold {fold} has no test utterances")
     model, _ = load_model(model_dir)
     device = resolve_device(runtime["device"])
-    scores = predict(model, test, classes, device, AudioSettings(corpus["sample_rate"], corpus["on_format_mismatch"]),
-                     batch_seconds, runtime["precision"])
+    scores = predict(
+        model,
+        test,
+        classes,
+        device,
+        AudioSettings(corpus["sample_rate"], corpus["on_format_mismatch"]),
+        batch_seconds,
+        runtime["precision"],
+    )
     metrics = {"fold": fold, **classification_metrics(scores["true"], scores["predicted"], classes)}
     write_tsv(scores, predictions_path, float_format="%.6f")
     write_tsv(pd.DataFrame([metrics]), metrics_path, float_format="%.6f")

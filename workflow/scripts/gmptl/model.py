@@ -142,12 +142,17 @@ def save_model(model: GmptlModel, out_dir: str | Path, metadata: dict) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     model.encoder.model.save_pretrained(out_dir / "backbone")
     Wav2Vec2FeatureExtractor(
-        feature_size=1, sampling_rate=16000, padding_value=0.0,
-        do_normalize=model.encoder.normalize_input, return_attention_mask=False,
+        feature_size=1,
+        sampling_rate=16000,
+        padding_value=0.0,
+        do_normalize=model.encoder.normalize_input,
+        return_attention_mask=False,
     ).save_pretrained(out_dir / "backbone")
     heads = {name: value for name, value in model.state_dict().items() if not name.startswith("encoder.")}
     torch.save(heads, out_dir / "heads.pt")
-    (out_dir / "model.json").write_text(json.dumps({"spec": asdict(model.spec), **metadata}, indent=2, default=str) + "\n")
+    (out_dir / "model.json").write_text(
+        json.dumps({"spec": asdict(model.spec), **metadata}, indent=2, default=str) + "\n"
+    )
 
 
 def load_model(model_dir: str | Path) -> tuple[GmptlModel, dict]:

@@ -40,14 +40,23 @@ def stage_spec(stage: str, settings: dict, classes: list[str]) -> StageSpec:
         weights = {name: float(cfg["loss_weights"].get(name, 1.0)) for name in names}
         heads = HeadSpec(classes, emotion_pooling=None, gmp_heads=ks)
         return StageSpec(
-            "stage1", heads, gmp_weights=weights, mask_prob=cfg["mask_prob"], mask_length=cfg["mask_length"],
-            loss_on=cfg["loss_on"], init=cfg["init"],
+            "stage1",
+            heads,
+            gmp_weights=weights,
+            mask_prob=cfg["mask_prob"],
+            mask_length=cfg["mask_length"],
+            loss_on=cfg["loss_on"],
+            init=cfg["init"],
         )
     if stage == "stage2":
         cfg = settings["stage2"]
         weight = cfg["gender_weight"]
         heads = HeadSpec(
-            classes, cfg["pooling"], cfg["classifier"], cfg["margin"], cfg["scale"],
+            classes,
+            cfg["pooling"],
+            cfg["classifier"],
+            cfg["margin"],
+            cfg["scale"],
             gender_pooling=cfg["pooling"] if weight > 0 else None,
         )
         return StageSpec("stage2", heads, emotion_weight=1.0, gender_weight=weight, init=cfg["init"])

@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .data import IGNORE, Utterances, balanced_weights, epoch_batches, eval_batches, load_batch, time_mask
+from .data import IGNORE, Utterances, balanced_weights, epoch_batches, length_batches, load_batch, time_mask
 from .errors import TrainingError
 from .metrics import classification_metrics
 from .model import GmptlModel
@@ -100,22 +100,40 @@ def stage_loss(
 
 @torch.no_grad()
 def predict(
-    model: GmptlModel, data: Utterances, classes: list[str], device, audio: AudioSettings,
-    batch_seconds: float, precision: str = "auto",
+    model: GmptlModel,
+    data: Utterances,
+    classes: list[str],
+    device,
+    audio: AudioSettings,
+    batch_seconds: float,
+    precision: str = "auto",
 ) -> pd.DataFrame:
     """utt_id, true, predicted and score_<class> (softmax) for every utterance of `data`, whole-length."""
     model.eval().to(device)
     rows = []
-    for index in eval_batches(data.durations, batch_seconds):
-        batch = load_batch(data, index, sample_rate=audio.sample_rate, on_format_mismatch=audio.on_format_mismatch,
-                           max_samples=None, hop=1, rng=None)
+    for index in length_batches(data.durations, batch_seconds):
+        batch = load_batch(
+            data,
+            index,
+            sample_rate=audio.sample_rate,
+            on_format_mismatch=audio.on_format_mismatch,
+            max_samples=None,
+            hop=1,
+            rng=None,
+        )
         with autocast(device, precision):
             logits = model(batch.waves.to(device), batch.lengths.to(device))["emotion"]
         probs = torch.softmax(logits.float(), dim=1).cpu().numpy()
         for row, i in enumerate(index):
             scores = {f"score_{c}": float(probs[row, j]) for j, c in enumerate(classes)}
-            rows.append({"utt_id": data.utt_ids[i], "true": classes[data.emotion[i]],
-                         "predicted": classes[int(probs[row].argmax())], **scores})
+            rows.append(
+                {
+                    "utt_id": data.utt_ids[i],
+                    "true": classes[data.emotion[i]],
+                    "predicted": classes[int(probs[row].argmax())],
+                    **scores,
+                }
+            )
     order = {u: i for i, u in enumerate(data.utt_ids)}
     return pd.DataFrame(rows).sort_values("utt_id", key=lambda s: s.map(order)).reset_index(drop=True)
 
@@ -126,9 +144,16 @@ def validate(model, spec, data, classes, device, audio, cfg, precision, seed) ->
     model.eval()
     rng = np.random.default_rng([seed, 999_983])
     total, count = 0.0, 0
-    for index in eval_batches(data.durations, cfg["eval_batch_seconds"]):
-        batch = load_batch(data, index, sample_rate=audio.sample_rate, on_format_mismatch=audio.on_format_mismatch,
-                           max_samples=None, hop=1, rng=None)
+    for index in length_batches(data.durations, cfg["eval_batch_seconds"]):
+        batch = load_batch(
+            data,
+            index,
+            sample_rate=audio.sample_rate,
+            on_format_mismatch=audio.on_format_mismatch,
+            max_samples=None,
+            hop=1,
+            rng=None,
+        )
         with autocast(device, precision):
             total += float(stage_loss(model, spec, batch, device, rng)) * len(index)
         count += len(index)
@@ -167,7 +192,9 @@ def _load_state(state_dir: Path, fingerprint: str) -> dict | None:
     if state.get("fingerprint") != fingerprint:
         log.warning(
             "saved state '%s' was made with other inputs or parameters (fingerprint %s, now %s); starting fresh",
-            path, state.get("fingerprint"), fingerprint,
+            path,
+            state.get("fingerprint"),
+            fingerprint,
         )
         return None
     return state
@@ -208,7 +235,12 @@ def train_stage(
         torch.set_rng_state(state["rng"])
         if device.type == "cuda" and state.get("cuda_rng") is not None:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
-        history, best, best_epoch, best_weights = state["history"], state["best"], state["best_epoch"], state["best_weights"]
+        history, best, best_epoch, best_weights = (
+            state["history"],
+            state["best"],
+            state["best_epoch"],
+            state["best_weights"],
+        )
         start_epoch = state["epoch"] + 1
         log.info("resuming %s from %s after epoch %d", spec.name, state_dir, state["epoch"])
     for epoch in range(start_epoch, cfg["epochs"] + 1):
@@ -219,8 +251,15 @@ def train_stage(
         total = 0.0
         optimizer.zero_grad(set_to_none=True)
         for step, index in enumerate(batches, start=1):
-            batch = load_batch(train_data, index, sample_rate=audio.sample_rate,
-                               on_format_mismatch=audio.on_format_mismatch, max_samples=max_samples, hop=hop, rng=rng)
+            batch = load_batch(
+                train_data,
+                index,
+                sample_rate=audio.sample_rate,
+                on_format_mismatch=audio.on_format_mismatch,
+                max_samples=max_samples,
+                hop=hop,
+                rng=rng,
+            )
             with autocast(device, precision):
                 loss = stage_loss(model, spec, batch, device, rng)
             if not torch.isfinite(loss):
@@ -243,14 +282,30 @@ def train_stage(
         if valid_data is None or not len(valid_data) or _improved(spec, row, best):
             best, best_epoch = row, epoch
             best_weights = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
-        log.info("%s epoch %d/%d %s | best epoch %d", spec.name, epoch, cfg["epochs"],
-                 " ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch"), best_epoch)
-        _save_state(state_dir, {
-            "fingerprint": fingerprint, "epoch": epoch, "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "rng": torch.get_rng_state(), "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
-            "history": history, "best": best, "best_epoch": best_epoch, "best_weights": best_weights,
-        })
+        log.info(
+            "%s epoch %d/%d %s | best epoch %d",
+            spec.name,
+            epoch,
+            cfg["epochs"],
+            " ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch"),
+            best_epoch,
+        )
+        _save_state(
+            state_dir,
+            {
+                "fingerprint": fingerprint,
+                "epoch": epoch,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
+                "history": history,
+                "best": best,
+                "best_epoch": best_epoch,
+                "best_weights": best_weights,
+            },
+        )
     model.load_state_dict(best_weights)
     return TrainResult(pd.DataFrame(history), best_epoch, best)
 
