@@ -7,7 +7,16 @@ import pandas as pd
 import pytest
 import torch
 from conftest import write_wav
-from transformers import HubertConfig, HubertModel, Wav2Vec2Config, Wav2Vec2Model
+from transformers import (
+    Data2VecAudioConfig,
+    Data2VecAudioModel,
+    HubertConfig,
+    HubertModel,
+    Wav2Vec2Config,
+    Wav2Vec2Model,
+    WavLMConfig,
+    WavLMModel,
+)
 
 from gmptl.backbone import SpeechEncoder, check_layers, load_backbone, load_backbone_config
 from gmptl.data import length_batches
@@ -19,7 +28,9 @@ TOLERANCE = 1e-4  # max abs difference between batched and one-at-a-time feature
 
 
 def tiny_config(cls, norm: str):
+    extra = {} if cls is Data2VecAudioConfig else {"feat_extract_norm": norm, "do_stable_layer_norm": norm == "layer"}
     return cls(
+        **extra,
         hidden_size=32,
         num_hidden_layers=3,
         num_attention_heads=4,
@@ -27,8 +38,6 @@ def tiny_config(cls, norm: str):
         conv_dim=(16,) * 7,
         conv_stride=(5, 2, 2, 2, 2, 2, 2),
         conv_kernel=(10, 3, 3, 3, 3, 2, 2),
-        feat_extract_norm=norm,
-        do_stable_layer_norm=norm == "layer",
         conv_bias=norm == "layer",
         num_conv_pos_embeddings=16,
         num_conv_pos_embedding_groups=4,
@@ -42,6 +51,8 @@ def tiny_config(cls, norm: str):
         (HubertConfig, HubertModel, "group"),  # hubert-base style: padding would change group-norm statistics
         (HubertConfig, HubertModel, "layer"),  # hubert-large style
         (Wav2Vec2Config, Wav2Vec2Model, "layer"),
+        (WavLMConfig, WavLMModel, "group"),
+        (Data2VecAudioConfig, Data2VecAudioModel, "layer"),  # stacked positional convs: encoded one by one
     ],
 )
 @pytest.mark.parametrize("normalize", [False, True])

@@ -8,7 +8,9 @@ valid-frame mask. Padding never changes a valid frame:
 - group-norm feature encoders (hubert-base style, `feat_extract_norm="group"`) normalise each
   channel over the whole sequence, so the convolutional encoder runs on each utterance unpadded;
 - layer-norm encoders run batched (a valid frame's receptive field never reaches the padding);
-- the transformer gets the frame mask, padded frames are zeroed before the positional convolution.
+- the transformer gets the frame mask, padded frames are zeroed before the positional convolution;
+- data2vec-audio's stacked positional convolutions spread padding into valid frames, so its
+  utterances are encoded one at a time (and padded afterwards).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import AutoConfig, AutoModel, HubertConfig, HubertModel, Wav2Vec2FeatureExtractor
 
@@ -123,7 +126,8 @@ class SpeechEncoder(nn.Module):
         super().__init__()
         self.model = model
         self.normalize_input = normalize_input
-        self.per_utterance_cnn = getattr(model.config, "feat_extract_norm", "group") == "group"
+        self.per_utterance_cnn = getattr(model.config, "feat_extract_norm", "layer") == "group"
+        self.per_utterance = model.config.model_type == "data2vec-audio"
 
     @property
     def hidden_size(self) -> int:
@@ -171,6 +175,28 @@ class SpeechEncoder(nn.Module):
         Returns ({layer: (B, T, D)}, last layer (B, T, D), frame mask (B, T)). Frames where
         `time_mask` is true are replaced by `mask_embedding` before the transformer.
         """
+        if not self.per_utterance or len(waves) == 1:
+            return self._encode(waves, lengths, layers, time_mask, mask_embedding)
+        outputs = [
+            self._encode(
+                waves[i : i + 1, : int(n)],
+                lengths[i : i + 1],
+                layers,
+                None if time_mask is None else time_mask[i : i + 1],
+                mask_embedding,
+            )
+            for i, n in enumerate(lengths.tolist())
+        ]
+        frames = max(out[1].shape[1] for out in outputs)
+
+        def stack(tensors):
+            return torch.cat([F.pad(t, (0, 0, 0, frames - t.shape[1])) for t in tensors])
+
+        hidden = {layer: stack([out[0][layer] for out in outputs]) for layer in layers}
+        mask = torch.arange(frames, device=waves.device)[None] < self.frame_lengths(lengths)[:, None]
+        return hidden, stack([out[1] for out in outputs]), mask
+
+    def _encode(self, waves, lengths, layers, time_mask, mask_embedding):
         if self.normalize_input:
             waves = self._normalize(waves, lengths)
         frames = self.frame_lengths(lengths)
@@ -179,6 +205,7 @@ class SpeechEncoder(nn.Module):
         projected = self.model.feature_projection(extract)
         hidden = projected[0] if isinstance(projected, tuple) else projected
         if time_mask is not None and mask_embedding is not None:
+            time_mask = time_mask[:, : hidden.shape[1]]
             hidden = torch.where(time_mask[..., None], mask_embedding.to(hidden.dtype), hidden)
         captured: dict[int, torch.Tensor] = {}
         handles = [
