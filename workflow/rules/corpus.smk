@@ -1,18 +1,21 @@
 # Corpus → manifest and leave-one-session-out folds; the synthetic demo corpus.
 
 
-rule make_demo_corpus:
-    output:
-        corpus=directory(CORPUS_ROOT),
-    params:
-        demo=config["demo"],
-        sessions=FOLDS,
-    log:
-        "results/logs/make_demo_corpus.log",
-    conda:
-        ENV
-    script:
-        "../scripts/make_demo_corpus.py"
+# Only with demo.enabled: a rule whose output is corpus.root must never exist for a real corpus.
+if DEMO:
+
+    rule make_demo_corpus:
+        output:
+            corpus=directory(CORPUS_ROOT),
+        params:
+            demo=config["demo"],
+            sessions=FOLDS,
+        log:
+            "results/logs/make_demo_corpus.log",
+        conda:
+            ENV
+        script:
+            "../scripts/make_demo_corpus.py"
 
 
 rule build_manifest:

@@ -1,17 +1,19 @@
 # GMP extraction: frame features of the multi-task model → k-means per (layer, k) → frame labels.
 
 
-rule make_tiny_backbone:
-    output:
-        backbone=directory(config["backbone"]),
-    params:
-        demo=config["demo"],
-    log:
-        "results/logs/make_tiny_backbone.log",
-    conda:
-        ENV
-    script:
-        "../scripts/make_tiny_backbone.py"
+if DEMO:
+
+    rule make_tiny_backbone:
+        output:
+            backbone=directory(config["backbone"]),
+        params:
+            demo=config["demo"],
+        log:
+            "results/logs/make_tiny_backbone.log",
+        conda:
+            ENV
+        script:
+            "../scripts/make_tiny_backbone.py"
 
 
 rule extract_features:
