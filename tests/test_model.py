@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gmptl.model import AMSoftmax, HeadSpec, Pooling, build_model, load_model, masked_mean, save_model
+from gmptl.model import AMSoftmax, HeadSpec, Pooling, build_model, load_model, masked_mean, save_model, with_margin
 
 CLASSES = ["neu", "hap", "ang", "sad"]
 
@@ -20,15 +20,16 @@ def test_pooling_ignores_padded_frames():
     torch.testing.assert_close(attentive(padded, mask)[0], attentive(hidden[:1, :3], mask[:1, :3])[0])
 
 
-def test_am_softmax_subtracts_the_margin_from_the_target_only():
+def test_am_softmax_scores_are_scaled_cosines_and_training_subtracts_the_margin_from_the_target_only():
     head = AMSoftmax(8, 4, margin=0.2, scale=30.0)
     x, targets = torch.randn(5, 8), torch.tensor([0, 1, 2, 3, 0])
-    plain, margin = head(x), head(x, targets)
-    diff = plain - margin
+    scores = head(x)
+    cosine = torch.nn.functional.normalize(x, dim=1) @ torch.nn.functional.normalize(head.weight, dim=1).T
+    torch.testing.assert_close(scores, 30.0 * cosine)
+    diff = scores - with_margin(scores, targets, 30.0 * 0.2)
     expected = torch.zeros_like(diff)
     expected[torch.arange(5), targets] = 30.0 * 0.2
     torch.testing.assert_close(diff, expected)
-    assert plain.abs().max() <= 30.0 + 1e-4  # scaled cosines
 
 
 def test_heads_follow_the_spec(tiny_backbone):

@@ -59,18 +59,22 @@ class Pooling(nn.Module):
 
 
 class AMSoftmax(nn.Module):
-    """Additive-margin softmax: logits s·(cos θ − m·onehot) in training, s·cos θ for scoring."""
+    """Cosine classifier: scores s·cos θ. Training subtracts the margin from the target (`with_margin`)."""
 
     def __init__(self, dim: int, classes: int, margin: float, scale: float):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(classes, dim) * 0.01)
         self.margin, self.scale = margin, scale
 
-    def forward(self, x: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
-        cosine = F.normalize(x.float(), dim=-1) @ F.normalize(self.weight.float(), dim=-1).T
-        if targets is not None:
-            cosine = cosine - self.margin * F.one_hot(targets, cosine.shape[1]).to(cosine.dtype)
-        return self.scale * cosine
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * (F.normalize(x.float(), dim=-1) @ F.normalize(self.weight.float(), dim=-1).T)
+
+
+def with_margin(scores: torch.Tensor, targets: torch.Tensor, margin: float) -> torch.Tensor:
+    """AM-Softmax training logits s·(cos θ − m·onehot) from scores s·cos θ (`margin` = s·m)."""
+    if margin == 0:
+        return scores
+    return scores - margin * F.one_hot(targets, scores.shape[1]).to(scores.dtype)
 
 
 class LinearClassifier(nn.Module):
@@ -78,7 +82,7 @@ class LinearClassifier(nn.Module):
         super().__init__()
         self.linear = nn.Linear(dim, classes)
 
-    def forward(self, x: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear(x).float()
 
 
@@ -88,12 +92,12 @@ class UtteranceHead(nn.Module):
         self.pooling = Pooling(pooling, dim)
         self.classifier = classifier
 
-    def forward(self, hidden, mask, targets=None) -> torch.Tensor:
-        return self.classifier(self.pooling(hidden, mask), targets)
+    def forward(self, hidden, mask) -> torch.Tensor:
+        return self.classifier(self.pooling(hidden, mask))
 
 
 class GmptlModel(nn.Module):
-    """Backbone + heads. `forward` returns logits of every active head and the frame mask."""
+    """Backbone + heads. `forward` returns the scores of every active head and the frame mask."""
 
     def __init__(self, encoder: SpeechEncoder, spec: HeadSpec):
         super().__init__()
@@ -113,13 +117,19 @@ class GmptlModel(nn.Module):
         init = embed.detach().clone() if embed is not None else torch.rand(dim) - 0.5
         self.mask_embedding = nn.Parameter(init.float())
 
-    def forward(self, waves, lengths, *, emotion=None, gender=None, time_mask=None) -> dict[str, torch.Tensor]:
+    @property
+    def emotion_margin(self) -> float:
+        """s·m of an AM-Softmax emotion head (0 for a linear head): what training subtracts from the target."""
+        classifier = self.emotion.classifier if self.emotion is not None else None
+        return classifier.scale * classifier.margin if isinstance(classifier, AMSoftmax) else 0.0
+
+    def forward(self, waves, lengths, *, time_mask=None) -> dict[str, torch.Tensor]:
         _, hidden, mask = self.encoder(waves, lengths, (), time_mask, self.mask_embedding)
         out = {"frame_mask": mask}
         if self.emotion is not None:
-            out["emotion"] = self.emotion(hidden, mask, emotion)
+            out["emotion"] = self.emotion(hidden, mask)
         if self.gender is not None:
-            out["gender"] = self.gender(hidden, mask, gender)
+            out["gender"] = self.gender(hidden, mask)
         for name, head in self.frame_heads.items():
             out[name] = head(hidden).float()
         return out

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from .data import IGNORE, Utterances, balanced_weights, epoch_batches, length_batches, load_batch, time_mask
 from .errors import TrainingError
 from .metrics import classification_metrics
-from .model import GmptlModel
+from .model import GmptlModel, with_margin
 from .runtime import autocast
 from .stages import StageSpec
 
@@ -68,10 +68,10 @@ def make_scheduler(optimizer, total_steps: int, warmup_fraction: float):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def stage_loss(
+def forward_batch(
     model: GmptlModel, spec: StageSpec, batch, device: torch.device, rng: np.random.Generator
-) -> torch.Tensor:
-    """The weighted sum of this stage's losses on one batch."""
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The weighted sum of this stage's losses on one batch, and the model's outputs."""
     waves, lengths = batch.waves.to(device), batch.lengths.to(device)
     emotion, gender = batch.emotion.to(device), batch.gender.to(device)
     mask = None
@@ -79,10 +79,11 @@ def stage_loss(
         frames = model.encoder.frame_lengths(lengths)
         valid = torch.arange(int(frames.max()), device=device)[None] < frames[:, None]
         mask = time_mask(valid, spec.mask_prob, spec.mask_length, rng)
-    out = model(waves, lengths, emotion=emotion, gender=gender, time_mask=mask)
+    out = model(waves, lengths, time_mask=mask)
     loss = torch.zeros((), device=device)
     if spec.emotion_weight > 0:
-        loss = loss + spec.emotion_weight * F.cross_entropy(out["emotion"], emotion)
+        logits = with_margin(out["emotion"], emotion, model.emotion_margin)
+        loss = loss + spec.emotion_weight * F.cross_entropy(logits, emotion)
     if spec.gender_weight > 0:
         loss = loss + spec.gender_weight * F.cross_entropy(out["gender"], gender)
     for name, weight in spec.gmp_weights.items():
@@ -95,7 +96,41 @@ def stage_loss(
             targets = targets.masked_fill(~mask, IGNORE)
         if (targets != IGNORE).any():
             loss = loss + weight * F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=IGNORE)
-    return loss
+    return loss, out
+
+
+def whole_batches(data: Utterances, audio: AudioSettings, batch_seconds: float):
+    """(indices, batch) of whole, uncropped utterances, longest first (for scoring)."""
+    for index in length_batches(data.durations, batch_seconds):
+        batch = load_batch(
+            data,
+            index,
+            sample_rate=audio.sample_rate,
+            on_format_mismatch=audio.on_format_mismatch,
+            max_samples=None,
+            hop=1,
+            rng=None,
+        )
+        yield index, batch
+
+
+def score_rows(data: Utterances, index: np.ndarray, scores: torch.Tensor, classes: list[str]) -> list[dict]:
+    """utt_id, true, predicted and score_<class> (softmax of the emotion scores) per utterance."""
+    probs = torch.softmax(scores.float(), dim=1).cpu().numpy()
+    return [
+        {
+            "utt_id": data.utt_ids[i],
+            "true": classes[data.emotion[i]],
+            "predicted": classes[int(probs[row].argmax())],
+            **{f"score_{c}": float(probs[row, j]) for j, c in enumerate(classes)},
+        }
+        for row, i in enumerate(index)
+    ]
+
+
+def in_data_order(rows: list[dict], data: Utterances) -> pd.DataFrame:
+    order = {u: i for i, u in enumerate(data.utt_ids)}
+    return pd.DataFrame(rows).sort_values("utt_id", key=lambda s: s.map(order)).reset_index(drop=True)
 
 
 @torch.no_grad()
@@ -111,55 +146,28 @@ def predict(
     """utt_id, true, predicted and score_<class> (softmax) for every utterance of `data`, whole-length."""
     model.eval().to(device)
     rows = []
-    for index in length_batches(data.durations, batch_seconds):
-        batch = load_batch(
-            data,
-            index,
-            sample_rate=audio.sample_rate,
-            on_format_mismatch=audio.on_format_mismatch,
-            max_samples=None,
-            hop=1,
-            rng=None,
-        )
+    for index, batch in whole_batches(data, audio, batch_seconds):
         with autocast(device, precision):
-            logits = model(batch.waves.to(device), batch.lengths.to(device))["emotion"]
-        probs = torch.softmax(logits.float(), dim=1).cpu().numpy()
-        for row, i in enumerate(index):
-            scores = {f"score_{c}": float(probs[row, j]) for j, c in enumerate(classes)}
-            rows.append(
-                {
-                    "utt_id": data.utt_ids[i],
-                    "true": classes[data.emotion[i]],
-                    "predicted": classes[int(probs[row].argmax())],
-                    **scores,
-                }
-            )
-    order = {u: i for i, u in enumerate(data.utt_ids)}
-    return pd.DataFrame(rows).sort_values("utt_id", key=lambda s: s.map(order)).reset_index(drop=True)
+            scores = model(batch.waves.to(device), batch.lengths.to(device))["emotion"]
+        rows += score_rows(data, index, scores, classes)
+    return in_data_order(rows, data)
 
 
 @torch.no_grad()
 def validate(model, spec, data, classes, device, audio, cfg, precision, seed) -> dict:
-    """Validation loss (and WAR/UAR when the stage has an emotion head) on whole utterances."""
+    """Validation loss (and WAR/UAR when the stage trains emotion) in one pass over whole utterances."""
     model.eval()
     rng = np.random.default_rng([seed, 999_983])
-    total, count = 0.0, 0
-    for index in length_batches(data.durations, cfg["eval_batch_seconds"]):
-        batch = load_batch(
-            data,
-            index,
-            sample_rate=audio.sample_rate,
-            on_format_mismatch=audio.on_format_mismatch,
-            max_samples=None,
-            hop=1,
-            rng=None,
-        )
+    total, rows = 0.0, []
+    for index, batch in whole_batches(data, audio, cfg["eval_batch_seconds"]):
         with autocast(device, precision):
-            total += float(stage_loss(model, spec, batch, device, rng)) * len(index)
-        count += len(index)
-    result = {"valid_loss": total / max(count, 1)}
-    if spec.emotion_weight > 0:
-        scores = predict(model, data, classes, device, audio, cfg["eval_batch_seconds"], precision)
+            loss, out = forward_batch(model, spec, batch, device, rng)
+        total += float(loss) * len(index)
+        if spec.emotion_weight > 0:
+            rows += score_rows(data, index, out["emotion"], classes)
+    result = {"valid_loss": total / max(len(data), 1)}
+    if rows:
+        scores = in_data_order(rows, data)
         metrics = classification_metrics(scores["true"], scores["predicted"], classes)
         result.update({"valid_war": metrics["war"], "valid_uar": metrics["uar"]})
     return result
@@ -261,7 +269,7 @@ def train_stage(
                 rng=rng,
             )
             with autocast(device, precision):
-                loss = stage_loss(model, spec, batch, device, rng)
+                loss, _ = forward_batch(model, spec, batch, device, rng)
             if not torch.isfinite(loss):
                 raise TrainingError(
                     f"{spec.name}: the loss became {float(loss.detach())} at epoch {epoch}, step {step}; "
