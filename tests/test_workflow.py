@@ -15,6 +15,7 @@ from conftest import ROOT
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile")]
 SMALL = """
+keep_features: false
 demo: {utterances_per_speaker: 8, min_duration_s: 0.8, max_duration_s: 1.4}
 corpus: {sessions: [1, 2, 3]}
 gmp: {layers: [1, 2], k: [4, 8]}
@@ -81,6 +82,7 @@ def test_demo_builds_every_contract_output(demo_run):
         assert set(predictions["utt_id"]) == set(manifest[manifest["session"] == 2]["utt_id"])
         assert (results / exp / "plots" / "confusion.png").stat().st_size > 0
     assert (results / "gmp_tl" / "fold1" / "gmp" / "layer2_k8.h5").is_file()
+    assert not (results / "gmp_tl" / "fold1" / "features.h5").exists()  # keep_features: false → temp()
     assert not (results / "finetune" / "fold1" / "features.h5").exists()  # the baseline needs no GMPs
     comparison = pd.read_csv(results / "comparison.tsv", sep="\t")
     assert list(comparison["experiment"]) == ["finetune", "gmp_tl"] or set(comparison["experiment"]) == {

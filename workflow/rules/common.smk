@@ -45,6 +45,11 @@ def stage2_settings(wildcards):
     return scoped(wildcards, ("backbone", "stage2"))
 
 
+def bulky(path):
+    """The features file is kept, or deleted once consumed when `keep_features` is false."""
+    return path if config["keep_features"] else temp(path)
+
+
 def corpus_input(wildcards):
     """The demo corpus folder when the workflow builds it; a real corpus is read, not tracked."""
     return [CORPUS_ROOT] if DEMO else []

@@ -22,7 +22,7 @@ rule extract_features:
         folds="results/folds.tsv",
         model=feature_model,
     output:
-        features="results/{exp}/fold{fold}/features.h5",
+        features=bulky("results/{exp}/fold{fold}/features.h5"),
     params:
         settings=feature_settings,
         corpus=config["corpus"],
