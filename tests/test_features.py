@@ -203,3 +203,38 @@ def test_failed_extraction_leaves_no_file(tmp_path, tiny_backbone):
     assert list(tmp_path.glob("features.h5*")) == [] and not any(
         p.name.startswith(".features") for p in tmp_path.iterdir()
     )
+
+
+@pytest.mark.parametrize(("rate", "samples"), [(32000, 14805), (44100, 44101), (8000, 12345), (48000, 144007)])
+def test_header_based_length_matches_what_resampling_produces(rate, samples):
+    import soxr
+
+    from gmptl.audio import resampled_frames
+
+    produced = len(soxr.resample(np.zeros(samples, np.float32), rate, 16000, quality="HQ"))
+    assert resampled_frames(samples, rate, 16000) == produced
+
+
+def test_other_rates_and_stereo_are_converted_at_load_time(tmp_path, tiny_backbone):
+    import soundfile as sf
+
+    rows = []
+    for i, (rate, channels, samples) in enumerate([(32000, 1, 14805), (44100, 2, 50001), (16000, 1, 16000)]):
+        path = tmp_path / f"u{i}.wav"
+        sf.write(path, 0.1 * np.random.default_rng(i).standard_normal((samples, channels)), rate)
+        rows.append({"utt_id": f"u{i}", "path": str(path), "split": "train"})
+    out = tmp_path / "features.h5"
+    encoder = SpeechEncoder(load_backbone(tiny_backbone), False)
+    extract_features(
+        encoder,
+        pd.DataFrame(rows),
+        [1],
+        out,
+        sample_rate=16000,
+        on_format_mismatch="convert",
+        batch_seconds=10,
+        device=torch.device("cpu"),
+    )
+    with open_h5(out) as handle:
+        lengths = read_alignment(handle).lengths.tolist()
+    assert lengths == encoder.frame_lengths(torch.tensor([7403, 18141, 16000])).tolist()

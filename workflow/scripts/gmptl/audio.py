@@ -66,4 +66,4 @@ def resampled_frames(frames: int, rate: int, target_rate: int) -> int:
     """Number of samples `frames` samples at `rate` become at `target_rate` (as soxr produces)."""
     if rate == target_rate:
         return frames
-    return int(round(frames * target_rate / rate))
+    return (2 * frames * target_rate + rate) // (2 * rate)  # exact, halves rounded up (as soxr)
