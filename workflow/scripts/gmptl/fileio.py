@@ -41,12 +41,6 @@ def write_tsv(frame: pd.DataFrame, path: str | os.PathLike, float_format: str | 
         frame.to_csv(tmp, sep="\t", index=False, float_format=float_format)
 
 
-def write_json(obj, path: str | os.PathLike) -> None:
-    """Write JSON atomically, keys sorted, human-readable."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-
-
 def stable_hash(obj) -> str:
     """Short hash of a JSON-able object, independent of key order (used as config hash / fingerprint)."""
     text = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
