@@ -1,7 +1,7 @@
 # Helpers shared by the rules. Input functions map wildcards to paths; the library
 # (workflow/scripts/gmptl) never sees `snakemake` or `config`.
 
-from gmptl.config import experiment_settings, gmp_heads, needs_gmp
+from gmptl.config import experiment_settings, needs_gmp
 
 EXPERIMENTS = {name: experiment_settings(config, name) for name in config["experiments"]}
 FOLDS = sorted(config["corpus"]["sessions"])
@@ -16,7 +16,6 @@ wildcard_constraints:
     fold=r"\d+",
     layer=r"\d+",
     k=r"\d+",
-    stage="mtl|stage1|stage2",
 
 
 def scoped(wildcards, keys):
