@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +49,9 @@ def write_tree(root: Path, sessions: dict[int, dict[str, list[tuple[str, str]]]]
             write_label_file(session_dir / "dialog" / "EmoEvaluation" / f"{dialog}.txt", turns)
             for i, (utt_id, _) in enumerate(turns):
                 write_wav(
-                    session_dir / "sentences" / "wav" / dialog / f"{utt_id}.wav", seconds, seed=hash(utt_id) % 1000 + i
+                    session_dir / "sentences" / "wav" / dialog / f"{utt_id}.wav",
+                    seconds,
+                    seed=zlib.crc32(utt_id.encode()) % 1000 + i,
                 )
     return root
 

@@ -116,20 +116,33 @@ class Batch:
     frame_labels: dict[str, torch.Tensor]  # head -> (B, T) with IGNORE beyond each utterance
 
 
+@dataclass(frozen=True)
+class AudioSettings:
+    """How utterances are decoded: the backbone's rate and what to do with other formats."""
+
+    sample_rate: int
+    on_format_mismatch: str
+
+    @classmethod
+    def from_corpus(cls, corpus: dict) -> AudioSettings:
+        """From the `corpus` config section."""
+        return cls(corpus["sample_rate"], corpus["on_format_mismatch"])
+
+
 def load_batch(
     data: Utterances,
     index: np.ndarray,
+    audio: AudioSettings,
     *,
-    sample_rate: int,
-    on_format_mismatch: str,
-    max_samples: int | None,
-    hop: int,
-    rng: np.random.Generator | None,
+    max_samples: int | None = None,
+    hop: int = 1,
+    rng: np.random.Generator | None = None,
 ) -> Batch:
-    """Decode, crop (frame-aligned, random start) and pad the utterances at `index`."""
+    """Decode and pad the utterances at `index`; with `max_samples` and `rng`, crop longer ones
+    at a random start aligned to the frame `hop` (their frame labels are shifted to match)."""
     waves, labels = [], {name: [] for name in data.frame_labels}
     for i in index:
-        wave = load_audio(data.paths[i], sample_rate, on_format_mismatch)
+        wave = load_audio(data.paths[i], audio.sample_rate, audio.on_format_mismatch)
         start_frame = 0
         if max_samples is not None and len(wave) > max_samples and rng is not None:
             start_frame = int(rng.integers(0, (len(wave) - max_samples) // hop + 1))

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .data import Utterances, attach_frame_labels, require_classes, split_utterances
+from .data import AudioSettings, Utterances, attach_frame_labels, require_classes, split_utterances
 from .errors import TrainingError
 from .features import expected_samples
 from .fileio import atomic_path, code_version, file_digest, stable_hash, write_tsv
@@ -20,7 +20,7 @@ from .metrics import classification_metrics
 from .model import build_model, load_model, save_model
 from .runtime import resolve_device, seed_everything
 from .stages import stage_spec
-from .train import AudioSettings, clear_state, predict, train_stage
+from .train import clear_state, predict, train_stage
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ def run_training(
         cfg,
         classes=classes,
         device=device,
-        audio=AudioSettings(corpus["sample_rate"], corpus["on_format_mismatch"]),
+        audio=AudioSettings.from_corpus(corpus),
         seed=settings["seed"] + fold,
         state_dir=state_dir,
         fingerprint=fingerprint,
@@ -164,7 +164,7 @@ def run_evaluation(
         test,
         classes,
         device,
-        AudioSettings(corpus["sample_rate"], corpus["on_format_mismatch"]),
+        AudioSettings.from_corpus(corpus),
         batch_seconds,
         runtime["precision"],
     )

@@ -24,7 +24,16 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .data import IGNORE, Utterances, balanced_weights, epoch_batches, length_batches, load_batch, time_mask
+from .data import (
+    IGNORE,
+    AudioSettings,
+    Utterances,
+    balanced_weights,
+    epoch_batches,
+    length_batches,
+    load_batch,
+    time_mask,
+)
 from .errors import TrainingError
 from .metrics import classification_metrics
 from .model import GmptlModel, with_margin
@@ -32,12 +41,6 @@ from .runtime import autocast
 from .stages import StageSpec
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class AudioSettings:
-    sample_rate: int
-    on_format_mismatch: str
 
 
 @dataclass
@@ -102,16 +105,7 @@ def forward_batch(
 def whole_batches(data: Utterances, audio: AudioSettings, batch_seconds: float):
     """(indices, batch) of whole, uncropped utterances, longest first (for scoring)."""
     for index in length_batches(data.durations, batch_seconds):
-        batch = load_batch(
-            data,
-            index,
-            sample_rate=audio.sample_rate,
-            on_format_mismatch=audio.on_format_mismatch,
-            max_samples=None,
-            hop=1,
-            rng=None,
-        )
-        yield index, batch
+        yield index, load_batch(data, index, audio)
 
 
 def score_rows(data: Utterances, index: np.ndarray, scores: torch.Tensor, classes: list[str]) -> list[dict]:
@@ -259,15 +253,7 @@ def train_stage(
         total = 0.0
         optimizer.zero_grad(set_to_none=True)
         for step, index in enumerate(batches, start=1):
-            batch = load_batch(
-                train_data,
-                index,
-                sample_rate=audio.sample_rate,
-                on_format_mismatch=audio.on_format_mismatch,
-                max_samples=max_samples,
-                hop=hop,
-                rng=rng,
-            )
+            batch = load_batch(train_data, index, audio, max_samples=max_samples, hop=hop, rng=rng)
             with autocast(device, precision):
                 loss, _ = forward_batch(model, spec, batch, device, rng)
             if not torch.isfinite(loss):
