@@ -19,7 +19,7 @@ from transformers import (
 )
 
 from gmptl.backbone import SpeechEncoder, check_layers, load_backbone, load_backbone_config
-from gmptl.data import length_batches
+from gmptl.batching import length_batches
 from gmptl.errors import BackboneError, FeatureError
 from gmptl.features import extract_features
 from gmptl.frames import layer_dataset, open_h5, read_alignment, read_attrs

@@ -15,16 +15,9 @@ from gmptl.features import extract_features
 from gmptl.frames import layer_dataset, open_h5, read_alignment
 from gmptl.gmp import fit_gmp_labels, read_gmp_labels
 from gmptl.kmeans import nearest
+from gmptl.settings import KMeansSettings
 
-SETTINGS = {
-    "fit_fraction": 1.0,
-    "max_fit_frames": 100000,
-    "n_init": 2,
-    "init_frames": 5000,
-    "max_iter": 50,
-    "tol": 1e-4,
-    "chunk_frames": 1000,
-}
+SETTINGS = KMeansSettings(fit_fraction=1.0, max_fit_frames=100000, n_init=2, init_frames=5000, max_iter=50, tol=1e-4)
 
 
 def make_features(tmp_path, backbone, test_seed=100, name="features.h5"):

@@ -21,6 +21,8 @@ from gmptl.config import experiment_settings, validate_config
 from gmptl.corpus import build_manifest
 from gmptl.errors import TrainingError
 from gmptl.folds import make_folds
+from gmptl.recipes import experiment_stages
+from gmptl.settings import KMeansSettings, RuntimeSettings
 
 CLASSES = ["neu", "hap", "ang", "sad"]
 LABEL_MAP = {"neu": "neu", "hap": "hap", "exc": "hap", "ang": "ang", "sad": "sad"}
@@ -51,17 +53,23 @@ def settings_for(backbone: str, **overrides) -> tuple[dict, dict]:
     return config, experiment_settings(config, "gmp_tl")
 
 
+def recipe_for(stage: str, config: dict, settings: dict, init_model: str | None = None) -> dict:
+    """The experiment's recipe of `stage`, starting from the pretrained backbone unless `init_model` is given."""
+    recipe = experiment_stages(config, settings)[stage].recipe
+    if init_model is None:
+        recipe["init"] = {"backbone": settings["backbone"]}
+    return recipe
+
+
 def run(stage, corpus, settings, config, out, init_model=None, gmp=None):
     from gmptl.jobs import run_training
 
     run_training(
-        stage,
+        recipe_for(stage, config, settings, init_model),
         manifest_path=str(corpus / "manifest.tsv"),
         folds_path=str(corpus / "folds.tsv"),
         fold=1,
-        settings=settings,
-        corpus=config["corpus"],
-        runtime={"device": "cpu", "precision": "auto"},
+        runtime=RuntimeSettings(device="cpu"),
         init_model=init_model,
         gmp_paths=gmp or {},
         out_dir=str(out),
@@ -119,15 +127,7 @@ def test_stage1_learns_gmp_labels_and_checks_their_frame_counts(corpus, tiny_bac
         device=torch.device("cpu"),
         attrs={"fold": 1},
     )
-    kmeans = {
-        "fit_fraction": 1.0,
-        "max_fit_frames": 10**6,
-        "n_init": 1,
-        "init_frames": 10**5,
-        "max_iter": 20,
-        "tol": 1e-4,
-        "chunk_frames": 4096,
-    }
+    kmeans = KMeansSettings(fit_fraction=1.0, max_fit_frames=10**6, n_init=1, init_frames=10**5, max_iter=20, tol=1e-4)
     gmp = {}
     for layer in (1, 2):
         gmp[f"L{layer}_k4"] = str(tmp_path / f"layer{layer}_k4.h5")
@@ -189,24 +189,23 @@ TRAIN_SCRIPT = textwrap.dedent("""
     sys.path.insert(0, {scripts!r})
     from gmptl.jobs import run_training
     from gmptl.runtime import configure_torch, setup_logging
+    from gmptl.settings import RuntimeSettings
     setup_logging()
     configure_torch(1)
     args = json.loads(sys.argv[1])
-    runtime = {{"device": "cpu", "precision": "auto"}}
-    run_training("stage2", init_model=None, gmp_paths={{}}, runtime=runtime, fold=1, **args)
+    run_training(init_model=None, gmp_paths={{}}, runtime=RuntimeSettings(device="cpu"), fold=1, **args)
 """)
 
 
-def start_training(corpus, config, settings, out):
+def start_training(corpus, config, settings, out, scripts=ROOT / "workflow" / "scripts"):
     args = {
+        "recipe": recipe_for("stage2", config, settings),
         "manifest_path": str(corpus / "manifest.tsv"),
         "folds_path": str(corpus / "folds.tsv"),
-        "settings": settings,
-        "corpus": config["corpus"],
         "out_dir": str(out),
         "state_dir": f"{out}.resume",
     }
-    script = TRAIN_SCRIPT.format(scripts=str(ROOT / "workflow" / "scripts"))
+    script = TRAIN_SCRIPT.format(scripts=str(scripts))
     return subprocess.Popen(
         [sys.executable, "-c", script, json.dumps(args)],
         stderr=subprocess.PIPE,
@@ -268,9 +267,33 @@ def test_training_killed_mid_epoch_resumes_to_the_same_result(corpus, tiny_backb
 
 def test_changed_parameters_start_fresh(corpus, tiny_backbone, tmp_path, caplog):
     config, settings = settings_for(tiny_backbone, train={"epochs": 1})
-    from gmptl.train import _save_state
+    from gmptl.checkpoint import save_state
 
-    _save_state(tmp_path / "stage2.resume", {"fingerprint": "something-else", "epoch": 1})
+    save_state(tmp_path / "stage2.resume", {"fingerprint": {"recipe": "something-else"}, "epoch": 1})
     run("stage2", corpus, settings, config, tmp_path / "stage2")
-    assert "made with other inputs or parameters" in caplog.text and "starting fresh" in caplog.text
+    assert "is not resumed:" in caplog.text and "recipe" in caplog.text and "starting fresh" in caplog.text
     assert (tmp_path / "stage2" / "model.json").is_file()
+
+
+def test_resume_after_a_library_edit_starts_fresh_and_says_why(corpus, tiny_backbone, tmp_path):
+    import shutil
+
+    scripts = tmp_path / "scripts"
+    shutil.copytree(ROOT / "workflow" / "scripts" / "gmptl", scripts / "gmptl")
+    config, settings = settings_for(tiny_backbone, train={"epochs": 4, "batch_size": 2})
+    out = tmp_path / "stage2"
+    state = Path(f"{out}.resume") / "state.pt"
+    job = start_training(corpus, config, settings, out, scripts=scripts)
+    deadline = time.time() + 300
+    while not state.exists() and time.time() < deadline and job.poll() is None:
+        time.sleep(0.01)
+    assert job.poll() is None, "training ended before it could be killed"
+    job.send_signal(signal.SIGKILL)
+    job.wait()
+    with open(scripts / "gmptl" / "train.py", "a") as handle:
+        handle.write("\n# an edit of the library\n")
+    rerun = start_training(corpus, config, settings, out, scripts=scripts)
+    assert rerun.wait(timeout=600) == 0
+    log = rerun.stderr.read()
+    assert "is not resumed: code changed since it was saved (the gmptl library: gmptl" in log, log[-2000:]
+    assert "resuming" not in log and json.loads((out / "model.json").read_text())["best_epoch"] >= 1

@@ -2,53 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import ROOT
-
-SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile")]
-SMALL = """
-keep_features: false
-demo: {utterances_per_speaker: 8, min_duration_s: 0.8, max_duration_s: 1.4}
-corpus: {sessions: [1, 2, 3]}
-gmp: {layers: [1, 2], k: [4, 8]}
-kmeans: {n_init: 1}
-train: {epochs: 2, batch_size: 4}
-stage1: {train: {epochs: 1}}
-"""
+from conftest import job_counts, snakemake
 
 pytestmark = pytest.mark.slow
-
-
-def snakemake(workdir: Path, *args: str, configs=(), timeout: int = 900) -> subprocess.CompletedProcess:
-    files = [str(ROOT / c) if not Path(c).is_absolute() else c for c in configs]
-    command = [*SNAKEMAKE, "-d", str(workdir), *args] + (["--configfile", *files] if files else [])
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=workdir)
-    result.output = result.stdout + result.stderr  # Snakemake prints plans and errors on either stream
-    return result
-
-
-def job_counts(output: str) -> dict[str, int]:
-    table = output.split("Job stats:")[1].split("Reasons:")[0] if "Job stats:" in output else ""
-    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] != "total"}
-
-
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("workflow")
-    (workdir / "small.yaml").write_text(SMALL)
-    configs = ("demo.yaml", str(workdir / "small.yaml"))
-    result = snakemake(workdir, "--cores", "2", configs=configs)
-    assert result.returncode == 0, result.stderr[-4000:]
-    return workdir, configs
 
 
 def test_demo_builds_every_contract_output(demo_run):
@@ -81,9 +43,17 @@ def test_demo_builds_every_contract_output(demo_run):
         assert {"utt_id", "true", "predicted", "score_neu", "score_sad"} <= set(predictions.columns)
         assert set(predictions["utt_id"]) == set(manifest[manifest["session"] == 2]["utt_id"])
         assert (results / exp / "plots" / "confusion.png").stat().st_size > 0
-    assert (results / "gmp_tl" / "fold1" / "gmp" / "layer2_k8.h5").is_file()
-    assert not (results / "gmp_tl" / "fold1" / "features.h5").exists()  # keep_features: false → temp()
-    assert not (results / "finetune" / "fold1" / "features.h5").exists()  # the baseline needs no GMPs
+    stages = pd.read_csv(results / "gmp_tl" / "stages.tsv", sep="\t", keep_default_na=False)
+    assert list(stages.columns[:3]) == ["stage", "fold", "path"]
+    assert set(stages["stage"]) == {"mtl", "features", "gmp", "stage1", "stage2"}
+    assert len(stages[(stages["stage"] == "gmp") & (stages["fold"] == 1)]) == 4  # 2 layers × 2 k
+    for path in stages["path"]:
+        assert (workdir / path).exists(), path
+        assert path.startswith("results/cache/")
+    for recipe in {str(Path(p).parent / "recipe.json") for p in stages["path"] if "/gmp/" not in p}:
+        assert (workdir / recipe).is_file(), recipe
+    baseline = pd.read_csv(results / "finetune" / "stages.tsv", sep="\t")
+    assert set(baseline["stage"]) == {"stage2"}  # the baseline uses no multi-task model, features or GMPs
     comparison = pd.read_csv(results / "comparison.tsv", sep="\t")
     assert list(comparison["experiment"]) == ["finetune", "gmp_tl"] or set(comparison["experiment"]) == {
         "gmp_tl",
@@ -98,19 +68,25 @@ def test_second_run_has_nothing_to_do(demo_run):
     assert "Nothing to be done" in result.output
 
 
+def stage_path(workdir: Path, exp: str, stage: str, fold: int) -> str:
+    stages = pd.read_csv(workdir / "results" / exp / "stages.tsv", sep="\t")
+    return stages[(stages["stage"] == stage) & (stages["fold"] == fold)]["path"].iloc[0]
+
+
 def test_deleting_one_stage2_model_reruns_only_what_depends_on_it(demo_run):
     workdir, configs = demo_run
-    shutil.rmtree(workdir / "results" / "gmp_tl" / "fold2" / "stage2")
+    model = stage_path(workdir, "gmp_tl", "stage2", 2)
+    shutil.rmtree(workdir / model)
     plan = snakemake(workdir, "-n", configs=configs)
     assert job_counts(plan.output) == {
-        "train_stage2": 1,
+        "train_stage": 1,
         "evaluate_fold": 1,
         "summarize_experiment": 1,
         "plot_experiment": 1,
         "compare_experiments": 1,
         "all": 1,
     }
-    assert "results/gmp_tl/fold2/stage2" in plan.output
+    assert model in plan.output
     rerun = snakemake(workdir, "--cores", "2", configs=configs)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "Nothing to be done" in snakemake(workdir, "-n", configs=configs).output
@@ -131,19 +107,18 @@ def test_paper_config_plans_every_stage_for_five_folds_with_gpus(tmp_path):
     assert counts == {
         "build_manifest": 1,
         "make_folds": 1,
-        "train_mtl": 5,
+        "train_stage": 20,  # 5 folds × (mtl, stage1, stage2 of gmp_tl; stage2 of finetune)
         "extract_features": 5,
         "fit_kmeans": 15,
-        "train_stage1": 5,
-        "train_stage2": 10,
         "evaluate_fold": 10,
+        "record_stages": 2,
         "summarize_experiment": 2,
         "plot_experiment": 2,
         "compare_experiments": 1,
         "all": 1,
     }
     blocks = re.split(r"\n(?=(?:local)?rule \w+:)", result.output)
-    gpu_rules = {"train_mtl", "extract_features", "fit_kmeans", "train_stage1", "train_stage2", "evaluate_fold"}
+    gpu_rules = {"train_stage", "extract_features", "fit_kmeans", "evaluate_fold"}
     for block in blocks:
         match = re.match(r"(?:local)?rule (\w+):", block.strip())
         if match and match[1] in gpu_rules:
@@ -189,3 +164,78 @@ def test_real_tree_builds_manifest_and_folds_with_the_documented_command(tmp_pat
 def test_workflow_lints_clean(tmp_path):
     result = snakemake(tmp_path, "--lint", configs=("demo.yaml",))
     assert "Lints for" not in result.output, result.output[-3000:]
+
+
+ABLATIONS = """
+experiments:
+  gmp_tl: {}
+  finetune: {stage2: {init: pretrained}}
+  no_gender: {mtl: {gender_weight: 0.0}}
+  single_k: {gmp: {k: [8]}}
+  margin: {stage2: {margin: 0.3}}
+"""
+
+
+def planned_outputs(output: str, kind: str) -> set[str]:
+    return set(re.findall(rf"output: (results/cache/{kind}/[0-9a-f]+/fold\d+[^,\s]*)", output))
+
+
+def test_ablations_share_every_common_stage(tmp_path):
+    (tmp_path / "ablations.yaml").write_text(ABLATIONS)
+    plan = snakemake(tmp_path, "-n", configs=("demo.yaml", str(tmp_path / "ablations.yaml")))
+    assert plan.returncode == 0, plan.output[-3000:]
+    folds = 5
+    per_fold = {"mtl": 2, "features": 2, "gmp": 8, "stage1": 3, "stage2": 5}  # 8 k-means = 2 λ × 2 layers × 2 k
+    for kind, count in per_fold.items():
+        assert len(planned_outputs(plan.output, kind)) == count * folds, kind
+    counts = job_counts(plan.output)
+    assert counts["train_stage"] == (2 + 3 + 5) * folds
+    assert counts["extract_features"] == 2 * folds and counts["fit_kmeans"] == 8 * folds
+    assert counts["evaluate_fold"] == 5 * folds
+
+
+def write_override(workdir: Path, name: str, text: str) -> str:
+    path = workdir / f"{name}.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "name, override",
+    [
+        ("device", "device: auto\n"),
+        ("threads", "threads: 2\n"),
+        ("batch_seconds", "features: {batch_seconds: 7.5}\ntrain: {eval_batch_seconds: 9.0}\n"),
+        ("check_full_release", "corpus: {check_full_release: true}\n"),
+        ("keep_features", "keep_features: false\n"),
+        ("precision", "precision: fp32\n"),
+    ],
+)
+def test_runtime_settings_plan_nothing(demo_run, name, override):
+    workdir, configs = demo_run
+    plan = snakemake(workdir, "-n", configs=(*configs, write_override(workdir, name, override)))
+    assert plan.returncode == 0, plan.output[-3000:]
+    assert "Nothing to be done" in plan.output, plan.output[-3000:]
+
+
+def test_changing_the_margin_replans_only_stage2_and_what_follows(demo_run):
+    workdir, configs = demo_run
+    plan = snakemake(workdir, "-n", configs=(*configs, write_override(workdir, "margin", "stage2: {margin: 0.35}\n")))
+    counts = job_counts(plan.output)
+    assert counts.pop("train_stage") == 6 and not planned_outputs(
+        plan.output, "(mtl|stage1)"
+    )  # 2 experiments × 3 folds
+    assert set(counts) <= {"evaluate_fold", "record_stages", "summarize_experiment", "plot_experiment"} | {
+        "compare_experiments",
+        "all",
+    }
+    assert len(planned_outputs(plan.output, "stage2")) == 6
+
+
+def test_adding_a_k_plans_no_feature_or_multitask_job(demo_run):
+    workdir, configs = demo_run
+    plan = snakemake(workdir, "-n", configs=(*configs, write_override(workdir, "k16", "gmp: {k: [4, 8, 16]}\n")))
+    counts = job_counts(plan.output)
+    assert counts["fit_kmeans"] == 2 * 3  # (L1, L2) × k16 × 3 folds: the new k only
+    assert "extract_features" not in counts and not planned_outputs(plan.output, "mtl")
+    assert all(re.search(r"_k16\.h5$", path) for path in planned_outputs(plan.output, "gmp"))

@@ -1,13 +1,21 @@
 # Helpers shared by the rules. Input functions map wildcards to paths; the library
 # (workflow/scripts/gmptl) never sees `snakemake` or `config`.
+#
+# Every cached stage output is named by its recipe id (gmptl.recipes): experiments that agree on a
+# stage and everything upstream share one output and one job. Rules get the recipe as their only
+# result-changing param; runtime settings (device, precision, threads, batch sizes) are read by the
+# adapters from the config and never trigger a rerun.
 
-from gmptl.config import experiment_settings, needs_gmp
+from gmptl import recipes
+from gmptl.config import experiment_settings
 
 EXPERIMENTS = {name: experiment_settings(config, name) for name in config["experiments"]}
+PLANS = {name: recipes.experiment_stages(config, settings) for name, settings in EXPERIMENTS.items()}
+STAGES = recipes.catalog(PLANS)
+DATA = recipes.data_recipe(config)
 FOLDS = sorted(config["corpus"]["sessions"])
 DEMO = config["demo"]["enabled"]
 CORPUS_ROOT = config["corpus"]["root"]
-RUNTIME = {"device": config["device"], "precision": config["precision"]}
 ENV = "../../envs/gmptl.yaml"
 
 
@@ -16,32 +24,62 @@ wildcard_constraints:
     fold=r"\d+",
     layer=r"\d+",
     k=r"\d+",
+    id=rf"[0-9a-f]{{{recipes.ID_LENGTH}}}",
+    stage="|".join(recipes.MODEL_KINDS),
 
 
-def scoped(wildcards, keys):
-    """The part of an experiment's settings a rule uses, so that editing one stage's keys
-    reruns that stage and what depends on it, not everything."""
-    return {key: EXPERIMENTS[wildcards.exp][key] for key in ("seed", *keys)}
+def recipe_of(kind, wildcards):
+    """The recipe named by a cached path's kind and id."""
+    return STAGES[(kind, wildcards.id)].recipe
 
 
-def feature_settings(wildcards):
-    return scoped(wildcards, ("gmp", "features"))
+def training_recipe(wildcards):
+    return recipe_of(wildcards.stage, wildcards)
 
 
-def kmeans_settings(wildcards):
-    return scoped(wildcards, ("kmeans",))
+def features_recipe(wildcards):
+    return recipe_of("features", wildcards)
 
 
-def mtl_settings(wildcards):
-    return scoped(wildcards, ("backbone", "mtl"))
+def kmeans_recipe(wildcards):
+    return recipe_of("gmp", wildcards)
 
 
-def stage1_settings(wildcards):
-    return scoped(wildcards, ("backbone", "gmp", "stage1"))
+def fold_data(wildcards=None):
+    return {"manifest": "results/manifest.tsv", "folds": "results/folds.tsv"}
 
 
-def stage2_settings(wildcards):
-    return scoped(wildcards, ("backbone", "stage2"))
+def training_input(wildcards):
+    """Manifest, folds, the initial model (or the demo's tiny backbone) and the GMP label files."""
+    recipe = training_recipe(wildcards)
+    inputs = fold_data()
+    init = recipes.init_model_dir(recipe, wildcards.fold)
+    if init:
+        inputs["model"] = init
+    elif DEMO and recipes.backbone_of(recipe) == config["backbone"]:
+        inputs["backbone"] = config["backbone"]
+    inputs.update(recipes.label_files(recipe, wildcards.fold))
+    return inputs
+
+
+def features_input(wildcards):
+    """The GMP features are read from the fold's gender-augmented multi-task model."""
+    model = recipes.model_dir("mtl", features_recipe(wildcards)["model"], wildcards.fold)
+    return {**fold_data(), "model": model}
+
+
+def kmeans_input(wildcards):
+    return {"features": recipes.features_file(kmeans_recipe(wildcards)["features"], wildcards.fold)}
+
+
+def state_dir(wildcards, output):
+    """Undeclared resume folder beside the declared model folder (survives Snakemake's cleanup)."""
+    return f"{output.model}.resume"
+
+
+def train_runtime(wildcards, attempt):
+    """Minutes requested per training job; grows with each retry after a time-out."""
+    return 240 * attempt
 
 
 def bulky(path):
@@ -54,52 +92,13 @@ def corpus_input(wildcards):
     return [CORPUS_ROOT] if DEMO else []
 
 
-def fold_dir(wildcards):
-    return f"results/{wildcards.exp}/fold{wildcards.fold}"
+def stage2_model(wildcards):
+    return recipes.model_dir("stage2", PLANS[wildcards.exp]["stage2"].id, wildcards.fold)
 
 
-def init_input(wildcards, init):
-    """Named input of a stage's initial weights: a model folder, or the demo's tiny backbone."""
-    if init == "pretrained":
-        backbone = EXPERIMENTS[wildcards.exp]["backbone"]
-        return {"backbone": backbone} if DEMO and backbone == config["backbone"] else {}
-    return {"model": f"{fold_dir(wildcards)}/{init}"}
-
-
-def mtl_init(wildcards):
-    return init_input(wildcards, "pretrained")
-
-
-def stage1_init(wildcards):
-    return init_input(wildcards, EXPERIMENTS[wildcards.exp]["stage1"]["init"])
-
-
-def stage2_init(wildcards):
-    return init_input(wildcards, EXPERIMENTS[wildcards.exp]["stage2"]["init"])
-
-
-def feature_model(wildcards):
-    """The GMP features are read from the fold's gender-augmented multi-task model."""
-    return f"{fold_dir(wildcards)}/mtl"
-
-
-def gmp_label_files(wildcards):
-    gmp = EXPERIMENTS[wildcards.exp]["gmp"]
-    return {
-        f"L{layer}_k{k}": f"{fold_dir(wildcards)}/gmp/layer{layer}_k{k}.h5"
-        for layer in gmp["layers"]
-        for k in gmp["k"]
-    }
-
-
-def state_dir(wildcards, output):
-    """Undeclared resume folder beside the declared model folder (survives Snakemake's cleanup)."""
-    return f"{output.model}.resume"
-
-
-def train_runtime(wildcards, attempt):
-    """Minutes requested per training job; grows with each retry after a time-out."""
-    return 240 * attempt
+def stage_rows(wildcards):
+    """The rows of results/<exp>/stages.tsv."""
+    return recipes.experiment_rows(PLANS[wildcards.exp], FOLDS)
 
 
 def fold_files(wildcards, name):
@@ -114,17 +113,14 @@ def fold_predictions(wildcards):
     return fold_files(wildcards, "predictions.tsv")
 
 
-def experiment_stages(exp):
-    """The training stages an experiment runs, in order."""
-    settings = EXPERIMENTS[exp]
-    if needs_gmp(settings):
-        return ["mtl", "stage1", "stage2"]
-    return ["mtl", "stage2"] if settings["stage2"]["init"] == "mtl" else ["stage2"]
-
-
 def experiment_models(exp):
     """Every model folder of an experiment, keyed '<stage>_fold<N>'."""
-    return {f"{stage}_fold{fold}": f"results/{exp}/fold{fold}/{stage}" for stage in experiment_stages(exp) for fold in FOLDS}
+    return {
+        f"{kind}_fold{fold}": recipes.model_dir(kind, stage.id, fold)
+        for kind, stage in PLANS[exp].items()
+        if kind in recipes.MODEL_KINDS
+        for fold in FOLDS
+    }
 
 
 def stage_models(wildcards):
@@ -140,6 +136,7 @@ def all_targets():
     targets = ["results/manifest.tsv", "results/manifest_counts.tsv", "results/folds.tsv", "results/comparison.tsv"]
     for name in EXPERIMENTS:
         targets += [
+            f"results/{name}/stages.tsv",
             f"results/{name}/metrics/folds.tsv",
             f"results/{name}/metrics/summary.tsv",
             f"results/{name}/plots/confusion.png",

@@ -25,7 +25,7 @@ rule build_manifest:
         manifest="results/manifest.tsv",
         counts="results/manifest_counts.tsv",
     params:
-        corpus=config["corpus"],
+        corpus=DATA["corpus"],
     log:
         "results/logs/build_manifest.log",
     conda:

@@ -1,18 +1,27 @@
-# Per-fold predictions and metrics on the test session; per-experiment tables, plots, comparison.
+# Per experiment: the stages it used, per-fold predictions and metrics on the test split, tables, plots;
+# the comparison across experiments.
+
+
+rule record_stages:
+    output:
+        stages="results/{exp}/stages.tsv",
+    params:
+        rows=stage_rows,
+    log:
+        "results/logs/{exp}/stages.log",
+    conda:
+        ENV
+    script:
+        "../scripts/record_stages.py"
 
 
 rule evaluate_fold:
     input:
-        manifest="results/manifest.tsv",
-        folds="results/folds.tsv",
-        model="results/{exp}/fold{fold}/stage2",
+        unpack(fold_data),
+        model=stage2_model,
     output:
         predictions="results/{exp}/fold{fold}/predictions.tsv",
         metrics="results/{exp}/fold{fold}/metrics.tsv",
-    params:
-        settings=stage2_settings,
-        corpus=config["corpus"],
-        runtime=RUNTIME,
     threads: config["threads"]
     resources:
         gpu=1,

@@ -1,4 +1,5 @@
 # GMP extraction: frame features of the multi-task model → k-means per (layer, k) → frame labels.
+# Outputs are cached by recipe id (results/cache/features/<id>, results/cache/gmp/<id>).
 
 
 if DEMO:
@@ -18,24 +19,20 @@ if DEMO:
 
 rule extract_features:
     input:
-        manifest="results/manifest.tsv",
-        folds="results/folds.tsv",
-        model=feature_model,
+        unpack(features_input),
     output:
-        features=bulky("results/{exp}/fold{fold}/features.h5"),
+        features=bulky(recipes.FEATURES_FILE),
     params:
-        settings=feature_settings,
-        corpus=config["corpus"],
-        runtime=RUNTIME,
+        recipe=features_recipe,
     threads: config["threads"]
     resources:
         gpu=1,
         mem_mb=16000,
         runtime=120,
     log:
-        "results/logs/{exp}/fold{fold}/features.log",
+        "results/logs/cache/features/{id}/fold{fold}.log",
     benchmark:
-        "results/benchmarks/{exp}/fold{fold}/features.tsv"
+        "results/benchmarks/cache/features/{id}/fold{fold}.tsv"
     conda:
         ENV
     script:
@@ -44,21 +41,20 @@ rule extract_features:
 
 rule fit_kmeans:
     input:
-        features="results/{exp}/fold{fold}/features.h5",
+        unpack(kmeans_input),
     output:
-        labels="results/{exp}/fold{fold}/gmp/layer{layer}_k{k}.h5",
+        labels=recipes.LABELS_FILE,
     params:
-        settings=kmeans_settings,
-        runtime=RUNTIME,
+        recipe=kmeans_recipe,
     threads: config["threads"]
     resources:
         gpu=1,
         mem_mb=16000,
         runtime=120,
     log:
-        "results/logs/{exp}/fold{fold}/gmp/layer{layer}_k{k}.log",
+        "results/logs/cache/gmp/{id}/fold{fold}/layer{layer}_k{k}.log",
     benchmark:
-        "results/benchmarks/{exp}/fold{fold}/gmp/layer{layer}_k{k}.tsv"
+        "results/benchmarks/cache/gmp/{id}/fold{fold}/layer{layer}_k{k}.tsv"
     conda:
         ENV
     script:

@@ -1,7 +1,8 @@
-"""Rule evaluate_fold: score a fold's test session with its stage-2 model."""
+"""Rule evaluate_fold: score a fold's test split with the experiment's stage-2 model."""
 
 from gmptl.jobs import run_evaluation
 from gmptl.runtime import configure_torch, setup_logging
+from gmptl.settings import RuntimeSettings
 
 if __name__ == "__main__":
     setup_logging(snakemake.log[0])
@@ -11,9 +12,7 @@ if __name__ == "__main__":
         folds_path=snakemake.input.folds,
         fold=int(snakemake.wildcards.fold),
         model_dir=snakemake.input.model,
-        corpus=snakemake.params.corpus,
-        runtime=snakemake.params.runtime,
-        batch_seconds=snakemake.params.settings["stage2"]["train"]["eval_batch_seconds"],
+        runtime=RuntimeSettings.from_config(snakemake.config, snakemake.threads),
         predictions_path=snakemake.output.predictions,
         metrics_path=snakemake.output.metrics,
     )

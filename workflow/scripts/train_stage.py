@@ -1,26 +1,26 @@
-"""Rules train_mtl, train_stage1, train_stage2: train one stage (params.stage) of one fold.
+"""Rule train_stage: train one stage (mtl | stage1 | stage2) of one fold from its recipe.
 
-The three rules share this adapter because they differ only in the stage name; what a stage
-is (heads, losses, initial weights) lives in gmptl.stages.
+What a stage is (heads, losses, initial weights, GMP label files) is read from the recipe
+(`gmptl.recipes`, `gmptl.stages`); runtime settings (device, precision, threads) from the config.
 """
 
 from gmptl.jobs import run_training
+from gmptl.recipes import label_files, write_recipe
 from gmptl.runtime import configure_torch, setup_logging
+from gmptl.settings import RuntimeSettings
 
 if __name__ == "__main__":
     setup_logging(snakemake.log[0])
     configure_torch(snakemake.threads)
-    gmp = {name: snakemake.input[name] for name in snakemake.input.keys() if name.startswith("L")}
+    write_recipe(snakemake.wildcards.stage, snakemake.wildcards.id, snakemake.params.recipe)
     run_training(
-        snakemake.params.stage,
+        snakemake.params.recipe,
+        fold=int(snakemake.wildcards.fold),
         manifest_path=snakemake.input.manifest,
         folds_path=snakemake.input.folds,
-        fold=int(snakemake.wildcards.fold),
-        settings=snakemake.params.settings,
-        corpus=snakemake.params.corpus,
-        runtime=snakemake.params.runtime,
         init_model=snakemake.input.get("model"),
-        gmp_paths=gmp,
+        gmp_paths=label_files(snakemake.params.recipe, snakemake.wildcards.fold),
         out_dir=snakemake.output.model,
         state_dir=snakemake.params.state_dir,
+        runtime=RuntimeSettings.from_config(snakemake.config, snakemake.threads),
     )

@@ -14,8 +14,11 @@ import jsonschema
 import yaml
 
 from .errors import ConfigError
+from .settings import GmpHead
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
+# Settings that cannot change a result (batch sizes of inference, chunking): runtime only.
+RUNTIME_KEYS = {"features": ("batch_seconds",), "train": ("eval_batch_seconds",), "kmeans": ("chunk_frames",)}
 METHOD_KEYS = ("seed", "backbone", "gmp", "features", "kmeans", "train", "mtl", "stage1", "stage2")
 STAGES = ("mtl", "stage1", "stage2")
 
@@ -98,7 +101,22 @@ def validate_config(config: dict, schema: dict | None = None) -> dict:
         raise ConfigError("config key 'demo.min_duration_s' is larger than 'demo.max_duration_s'")
     for name in filled["experiments"]:
         experiment_settings(filled, name, schema)
+        _check_runtime_overrides(filled["experiments"][name] or {}, name)
     return filled
+
+
+def _check_runtime_overrides(override: dict, name: str) -> None:
+    """Runtime-only keys never name a cached output, so an experiment cannot set its own."""
+    sections = {key: override.get(key) or {} for key in RUNTIME_KEYS}
+    for stage in STAGES:
+        sections[f"{stage}.train"] = (override.get(stage) or {}).get("train") or {}
+    for section, values in sections.items():
+        for key in RUNTIME_KEYS[section.split(".")[-1]]:
+            if key in values:
+                raise ConfigError(
+                    f"config key 'experiments.{name}.{section}.{key}' is a runtime setting (it cannot change a "
+                    f"result and is shared by every experiment); set '{section.split('.')[-1]}.{key}' at the top level"
+                )
 
 
 def _check_corpus(corpus: dict) -> None:
@@ -136,18 +154,13 @@ def experiment_settings(config: dict, name: str, schema: dict | None = None) -> 
 
 
 def _check_loss_weights(settings: dict, name: str) -> None:
-    heads = set(gmp_heads(settings["gmp"]["layers"], settings["gmp"]["k"]))
+    heads = {head.name for head in GmpHead.grid(settings["gmp"]["layers"], settings["gmp"]["k"])}
     unknown = sorted(set(settings["stage1"]["loss_weights"]) - heads)
     if unknown:
         raise ConfigError(
             f"config key 'experiments.{name}.stage1.loss_weights' names {unknown}, "
             f"which are not GMP heads of this experiment ({sorted(heads)})"
         )
-
-
-def gmp_heads(layers: list[int], ks: list[int]) -> list[str]:
-    """Names of the GMP frame heads, one per (layer, k): 'L<layer>_k<k>'."""
-    return [f"L{layer}_k{k}" for layer in layers for k in ks]
 
 
 def needs_gmp(settings: dict) -> bool:

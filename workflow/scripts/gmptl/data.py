@@ -11,6 +11,7 @@ import torch
 from .audio import load_audio
 from .errors import TrainingError
 from .frames import Alignment
+from .settings import AudioSettings
 
 IGNORE = -100  # frame label of frames without a target (padding, unmasked frames)
 
@@ -89,24 +90,6 @@ def balanced_weights(labels: np.ndarray) -> np.ndarray:
     return weights / weights.sum()
 
 
-def length_batches(lengths: np.ndarray, budget: float) -> list[np.ndarray]:
-    """Indices grouped longest first into batches with (size × longest) ≤ `budget` (or of size 1).
-
-    `lengths` and `budget` share a unit (samples or seconds): the padded size of a batch is bounded.
-    """
-    lengths = np.asarray(lengths)
-    order = np.argsort(-lengths, kind="stable")
-    batches, current = [], []
-    for index in order:
-        if current and (len(current) + 1) * lengths[current[0]] > budget:
-            batches.append(np.asarray(current))
-            current = []
-        current.append(int(index))
-    if current:
-        batches.append(np.asarray(current))
-    return batches
-
-
 @dataclass
 class Batch:
     waves: torch.Tensor  # (B, S)
@@ -114,19 +97,6 @@ class Batch:
     emotion: torch.Tensor  # (B,)
     gender: torch.Tensor  # (B,)
     frame_labels: dict[str, torch.Tensor]  # head -> (B, T) with IGNORE beyond each utterance
-
-
-@dataclass(frozen=True)
-class AudioSettings:
-    """How utterances are decoded: the backbone's rate and what to do with other formats."""
-
-    sample_rate: int
-    on_format_mismatch: str
-
-    @classmethod
-    def from_corpus(cls, corpus: dict) -> AudioSettings:
-        """From the `corpus` config section."""
-        return cls(corpus["sample_rate"], corpus["on_format_mismatch"])
 
 
 def load_batch(

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from .audio import audio_info, load_audio, resampled_frames
 from .backbone import SpeechEncoder
-from .data import length_batches
+from .batching import length_batches
 from .errors import FeatureError
 from .fileio import atomic_path
 from .frames import Alignment

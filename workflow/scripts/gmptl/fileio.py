@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -56,6 +57,15 @@ def file_digest(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()[:16]
 
 
+@functools.cache
 def code_version() -> str:
-    """The gmptl version recorded in every artefact's provenance."""
-    return f"gmptl {__version__}"
+    """'gmptl <version>+<digest>': the package version and a digest of the library's own sources.
+
+    Recorded in every artefact's provenance and part of every resume fingerprint, so a resume after
+    an edit of the library starts fresh instead of continuing state made by other code.
+    """
+    digest = hashlib.sha256()
+    package = Path(__file__).resolve().parent
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return f"gmptl {__version__}+{digest.hexdigest()[:12]}"

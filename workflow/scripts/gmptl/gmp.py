@@ -13,6 +13,7 @@ from .errors import FeatureError, KMeansError
 from .fileio import atomic_path
 from .frames import Alignment, layer_dataset, open_h5, read_alignment
 from .kmeans import fit_kmeans, nearest, usage_entropy
+from .settings import KMeansSettings
 
 log = logging.getLogger(__name__)
 
@@ -60,16 +61,17 @@ def fit_gmp_labels(
     k: int,
     out_path: str | Path,
     *,
-    settings: dict,
+    settings: KMeansSettings,
     seed: int,
     device: torch.device,
+    chunk: int = 32768,
     attrs: dict | None = None,
 ) -> dict:
     """Fit k-means for (layer, k) on the fold's training frames; write centroids and all frame labels."""
     with open_h5(features_path) as handle:
         alignment = read_alignment(handle)
         dataset = layer_dataset(handle, layer)
-        fit = sample_fit_frames(dataset, alignment, settings["fit_fraction"], settings["max_fit_frames"], seed)
+        fit = sample_fit_frames(dataset, alignment, settings.fit_fraction, settings.max_fit_frames, seed)
         if not np.isfinite(fit).all():
             raise KMeansError(f"feature file '{features_path}' holds NaN/inf frames in layer {layer}; re-extract it")
         if k > len(fit):
@@ -81,11 +83,11 @@ def fit_gmp_labels(
             fit,
             k,
             seed=seed,
-            max_iter=settings["max_iter"],
-            tol=settings["tol"],
-            n_init=settings["n_init"],
-            init_frames=settings["init_frames"],
-            chunk=settings["chunk_frames"],
+            max_iter=settings.max_iter,
+            tol=settings.tol,
+            n_init=settings.n_init,
+            init_frames=settings.init_frames,
+            chunk=chunk,
             device=device,
         )
         labels = assign_all(dataset, torch.from_numpy(result.centroids).to(device), device)

@@ -3,24 +3,28 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from .data import AudioSettings, Utterances, attach_frame_labels, require_classes, split_utterances
+from .backbone import SpeechEncoder, check_layers, input_normalization, load_backbone
+from .checkpoint import clear_state, exclusive
+from .data import Utterances, attach_frame_labels, require_classes, split_utterances
 from .errors import TrainingError
-from .features import expected_samples
-from .fileio import atomic_path, code_version, file_digest, stable_hash, write_tsv
+from .features import expected_samples, extract_features
+from .fileio import atomic_path, code_version, file_digest, write_tsv
 from .folds import fold_table
-from .gmp import read_gmp_labels
+from .gmp import fit_gmp_labels, read_gmp_labels
+from .inference import predict
 from .metrics import classification_metrics
 from .model import build_model, load_model, save_model
+from .recipes import backbone_of, model_dir
 from .runtime import resolve_device, seed_everything
+from .settings import AudioSettings, GmpHead, KMeansSettings, RuntimeSettings, TrainSettings
 from .stages import stage_spec
-from .train import clear_state, predict, train_stage
+from .train import train_stage
 
 log = logging.getLogger(__name__)
 
@@ -48,32 +52,55 @@ def check_frame_counts(data: Utterances, encoder, sample_rate: int, source: str)
 def attach_gmp(datasets: list[Utterances], gmp_paths: dict[str, str], fold: int) -> None:
     for name, path in gmp_paths.items():
         alignment, labels, attrs = read_gmp_labels(path)
-        if "fold" in attrs and int(attrs["fold"]) != fold:
-            raise TrainingError(f"label file '{path}' belongs to fold {attrs['fold']}, not fold {fold}")
+        check_label_file(path, attrs, labels, GmpHead.parse(name), fold)
         for data in datasets:
             attach_frame_labels(data, name, alignment, labels, path)
 
 
+def check_label_file(path: str, attrs: dict, labels: np.ndarray, head: GmpHead, fold: int) -> None:
+    """A label file must be of the (layer, k, fold) its consumer expects, with labels in 0..k-1."""
+    expected = {"layer": head.layer, "k": head.k, "fold": fold}
+    for key, value in expected.items():
+        if key in attrs and int(attrs[key]) != value:
+            raise TrainingError(
+                f"label file '{path}' holds {key} {attrs[key]}, but {head.name} of fold {fold} needs {key} {value}"
+            )
+    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= head.k):
+        raise TrainingError(
+            f"label file '{path}' holds labels {int(labels.min())}..{int(labels.max())}, outside 0..{head.k - 1} "
+            f"of {head.name}; delete it and rerun its k-means job"
+        )
+
+
 def run_training(
-    stage: str,
+    recipe: dict,
     *,
+    fold: int,
     manifest_path: str,
     folds_path: str,
-    fold: int,
-    settings: dict,
-    corpus: dict,
-    runtime: dict,
     init_model: str | None,
     gmp_paths: dict[str, str],
     out_dir: str,
     state_dir: str,
+    runtime: RuntimeSettings,
 ) -> None:
-    """Train one stage of one fold and write its model folder (history.tsv included)."""
+    """Train one stage (a recipe of kind mtl | stage1 | stage2) of one fold and write its model folder.
+
+    `init_model` is the model folder the recipe starts from (None: its pretrained backbone);
+    `gmp_paths` maps each GMP head of a stage-1 recipe to its label file.
+    """
+    with exclusive(out_dir):
+        _train_recipe(recipe, fold, manifest_path, folds_path, init_model, gmp_paths, out_dir, state_dir, runtime)
+
+
+def _train_recipe(recipe, fold, manifest_path, folds_path, init_model, gmp_paths, out_dir, state_dir, runtime) -> None:
+    corpus = recipe["data"]["corpus"]
     classes = corpus["classes"]
-    spec = stage_spec(stage, settings, classes)
-    cfg = settings[stage]["train"]
-    device = resolve_device(runtime["device"])
-    seed_everything(settings["seed"] + fold)
+    spec = stage_spec(recipe, classes)
+    cfg = TrainSettings.from_dict(recipe["train"])
+    seed = recipe["seed"] + fold
+    device = resolve_device(runtime.device)
+    seed_everything(seed)
     table = load_fold(manifest_path, folds_path, fold)
     train, valid = split_utterances(table, "train", classes), split_utterances(table, "valid", classes)
     if spec.emotion_weight > 0:
@@ -81,32 +108,19 @@ def run_training(
     if spec.gender_weight > 0 and len(set(train.gender.tolist())) < 2:
         raise TrainingError(f"fold {fold}: the train split holds one gender only; the gender head cannot learn")
     attach_gmp([train, valid], gmp_paths, fold)
-    source = f"{init_model}/backbone" if init_model else settings["backbone"]
+    source = f"{init_model}/backbone" if init_model else backbone_of(recipe)
     model = build_model(source, spec.heads)
     for data in (train, valid):
         check_frame_counts(data, model.encoder, corpus["sample_rate"], ", ".join(gmp_paths.values()))
     inputs = [manifest_path, folds_path, *gmp_paths.values()] + ([f"{init_model}/model.json"] if init_model else [])
-    fingerprint = stable_hash(
-        {
-            "stage": stage,
-            "spec": asdict(spec),
-            "train": cfg,
-            "seed": settings["seed"],
-            "fold": fold,
-            "backbone": source,
-            "inputs": [file_digest(p) for p in inputs],
-            "code": code_version(),
-        }
-    )
-    log.info(
-        "%s fold %d: %d train / %d valid utterances, init %s, device %s",
-        stage,
-        fold,
-        len(train),
-        len(valid),
-        source,
-        device,
-    )
+    fingerprint = {
+        "recipe": recipe,
+        "fold": fold,
+        "inputs": {path: file_digest(path) for path in inputs},
+        "device": device.type,
+        "code": code_version(),
+    }
+    log.info("%s fold %d: %d train / %d valid utterances, init %s", spec.name, fold, len(train), len(valid), source)
     result = train_stage(
         model,
         spec,
@@ -116,27 +130,74 @@ def run_training(
         classes=classes,
         device=device,
         audio=AudioSettings.from_corpus(corpus),
-        seed=settings["seed"] + fold,
+        seed=seed,
         state_dir=state_dir,
         fingerprint=fingerprint,
-        precision=runtime["precision"],
+        precision=runtime.precision,
+        eval_batch_seconds=runtime.eval_batch_seconds,
     )
     metadata = {
-        "stage": stage,
+        "stage": spec.name,
         "fold": fold,
         "init": source,
         "best_epoch": result.best_epoch,
         "best": result.best,
-        "fingerprint": fingerprint,
-        "config_hash": stable_hash(settings),
-        "seed": settings["seed"],
-        "code_version": code_version(),
         "selection": "valid_uar" if spec.selects_by_uar else "valid_loss",
+        "seed": recipe["seed"],
+        "device": device.type,
+        "precision": runtime.precision,
+        "code_version": code_version(),
+        "recipe": recipe,
     }
     with atomic_path(out_dir) as tmp:
         save_model(model.cpu(), tmp, metadata)
         result.history.to_csv(Path(tmp) / "history.tsv", sep="\t", index=False)
     clear_state(state_dir)
+
+
+def run_extraction(
+    recipe: dict, *, fold: int, manifest_path: str, folds_path: str, out_path: str, runtime: RuntimeSettings
+) -> None:
+    """Hidden states of the recipe's layers, read from the fold's multi-task model, for every utterance of the fold."""
+    corpus = recipe["data"]["corpus"]
+    device = resolve_device(runtime.device)
+    table = load_fold(manifest_path, folds_path, fold)
+    layers = recipe["layers"]
+    backbone = f"{model_dir('mtl', recipe['model'], fold)}/backbone"
+    model = load_backbone(backbone)
+    check_layers(model, layers, backbone)
+    del model.encoder.layers[max(layers) :]  # later layers are never read
+    encoder = SpeechEncoder(model, input_normalization(backbone))
+    attrs = {"backbone": backbone, "fold": fold, "recipe_id": Path(out_path).parent.name}
+    attrs["code_version"] = code_version()
+    log.info("fold %d: %d utterances on %s, layers %s", fold, len(table), device, layers)
+    extract_features(
+        encoder,
+        table,
+        layers,
+        out_path,
+        sample_rate=corpus["sample_rate"],
+        on_format_mismatch=corpus["on_format_mismatch"],
+        batch_seconds=runtime.extract_batch_seconds,
+        device=device,
+        precision=runtime.precision,
+        attrs=attrs,
+    )
+
+
+def run_kmeans(recipe: dict, *, features_path: str, head: GmpHead, out_path: str, runtime: RuntimeSettings) -> dict:
+    """Fit one GMP scale (layer, k) on a fold's training frames; write centroids and every frame's label."""
+    return fit_gmp_labels(
+        features_path,
+        head.layer,
+        head.k,
+        out_path,
+        settings=KMeansSettings.from_dict(recipe["kmeans"]),
+        seed=recipe["seed"],
+        device=resolve_device(runtime.device),
+        chunk=runtime.kmeans_chunk_frames,
+        attrs={"recipe_id": Path(out_path).parent.parent.name, "code_version": code_version()},
+    )
 
 
 def run_evaluation(
@@ -145,28 +206,21 @@ def run_evaluation(
     folds_path: str,
     fold: int,
     model_dir: str,
-    corpus: dict,
-    runtime: dict,
-    batch_seconds: float,
+    runtime: RuntimeSettings,
     predictions_path: str,
     metrics_path: str,
 ) -> dict:
-    """Score the fold's test session with its stage-2 model: predictions.tsv and a one-row metrics.tsv."""
-    classes = corpus["classes"]
+    """Score the fold's test split with its stage-2 model: predictions.tsv and a one-row metrics.tsv."""
+    model, meta = load_model(model_dir)
+    classes = list(model.spec.classes)
+    corpus = meta["recipe"]["data"]["corpus"]
     table = load_fold(manifest_path, folds_path, fold)
     test = split_utterances(table, "test", classes)
     if not len(test):
         raise TrainingError(f"fold {fold} has no test utterances")
-    model, _ = load_model(model_dir)
-    device = resolve_device(runtime["device"])
+    device = resolve_device(runtime.device)
     scores = predict(
-        model,
-        test,
-        classes,
-        device,
-        AudioSettings.from_corpus(corpus),
-        batch_seconds,
-        runtime["precision"],
+        model, test, classes, device, AudioSettings.from_corpus(corpus), runtime.eval_batch_seconds, runtime.precision
     )
     metrics = {"fold": fold, **classification_metrics(scores["true"], scores["predicted"], classes)}
     write_tsv(scores, predictions_path, float_format="%.6f")

@@ -1,11 +1,11 @@
-"""The three training stages as data: heads, loss weights, masking and checkpoint selection."""
+"""The three training stages as data: heads, loss weights, masking and checkpoint selection, read from a recipe."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .config import gmp_heads
 from .model import HeadSpec
+from .settings import GmpHead
 
 
 @dataclass
@@ -26,30 +26,30 @@ class StageSpec:
         return self.emotion_weight > 0
 
 
-def stage_spec(stage: str, settings: dict, classes: list[str]) -> StageSpec:
-    """The spec of `stage` (mtl | stage1 | stage2) under one experiment's settings."""
-    if stage == "mtl":
-        cfg = settings["mtl"]
+def stage_spec(recipe: dict, classes: list[str]) -> StageSpec:
+    """The spec of a training recipe (kind mtl | stage1 | stage2, see `gmptl.recipes`)."""
+    kind = recipe["kind"]
+    (init, _), *_ = recipe["init"].items()
+    init = "pretrained" if init == "backbone" else init
+    if kind == "mtl":
+        cfg = recipe["mtl"]
         weight = cfg["gender_weight"]
         heads = HeadSpec(classes, cfg["pooling"], "linear", gender_pooling=cfg["pooling"] if weight > 0 else None)
-        return StageSpec("mtl", heads, emotion_weight=1.0, gender_weight=weight)
-    if stage == "stage1":
-        cfg = settings["stage1"]
-        names = gmp_heads(settings["gmp"]["layers"], settings["gmp"]["k"])
-        ks = {name: int(name.split("_k")[1]) for name in names}
-        weights = {name: float(cfg["loss_weights"].get(name, 1.0)) for name in names}
-        heads = HeadSpec(classes, emotion_pooling=None, gmp_heads=ks)
+        return StageSpec("mtl", heads, emotion_weight=1.0, gender_weight=weight, init=init)
+    if kind == "stage1":
+        cfg = recipe["stage1"]
+        heads = [GmpHead.parse(name) for name in recipe["gmp"]["heads"]]
         return StageSpec(
             "stage1",
-            heads,
-            gmp_weights=weights,
+            HeadSpec(classes, emotion_pooling=None, gmp_heads={head.name: head.k for head in heads}),
+            gmp_weights={head.name: float(cfg["loss_weights"].get(head.name, 1.0)) for head in heads},
             mask_prob=cfg["mask_prob"],
             mask_length=cfg["mask_length"],
             loss_on=cfg["loss_on"],
-            init=cfg["init"],
+            init=init,
         )
-    if stage == "stage2":
-        cfg = settings["stage2"]
+    if kind == "stage2":
+        cfg = recipe["stage2"]
         weight = cfg["gender_weight"]
         heads = HeadSpec(
             classes,
@@ -59,5 +59,5 @@ def stage_spec(stage: str, settings: dict, classes: list[str]) -> StageSpec:
             cfg["scale"],
             gender_pooling=cfg["pooling"] if weight > 0 else None,
         )
-        return StageSpec("stage2", heads, emotion_weight=1.0, gender_weight=weight, init=cfg["init"])
-    raise ValueError(f"unknown stage '{stage}'")
+        return StageSpec("stage2", heads, emotion_weight=1.0, gender_weight=weight, init=init)
+    raise ValueError(f"recipe kind '{kind}' is not a training stage")

@@ -1,11 +1,11 @@
 """One training loop for every stage, with per-epoch validation, best-checkpoint selection and resume.
 
 Resume: after every epoch the full state (model, optimiser, scheduler, RNG, epoch, best so far,
-history) is written atomically to `state_dir/state.pt` together with a fingerprint of the inputs
-and parameters. A rerun with the same fingerprint continues after the last finished epoch; with
-another fingerprint it starts fresh and says so. Batches, crops and masks are drawn from
-generators seeded by (seed, epoch, step), and torch's RNG is restored, so a resumed run ends
-with the same weights as an uninterrupted one (on the same device).
+history) is written atomically to `state_dir/state.pt` with a fingerprint of the inputs, parameters
+and library code (`gmptl.checkpoint`). A rerun with the same fingerprint continues after the last
+finished epoch; with another fingerprint it starts fresh and says which part changed. Batches,
+crops and masks are drawn from generators seeded by (seed, epoch, step), and torch's RNG is
+restored, so a resumed run ends with the same weights as an uninterrupted one (on the same device).
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,20 +22,14 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .data import (
-    IGNORE,
-    AudioSettings,
-    Utterances,
-    balanced_weights,
-    epoch_batches,
-    length_batches,
-    load_batch,
-    time_mask,
-)
+from .checkpoint import load_state, save_state
+from .data import IGNORE, Utterances, balanced_weights, epoch_batches, load_batch, time_mask
 from .errors import TrainingError
+from .inference import in_data_order, score_rows, whole_batches
 from .metrics import classification_metrics
 from .model import GmptlModel, with_margin
 from .runtime import autocast
+from .settings import AudioSettings, TrainSettings
 from .stages import StageSpec
 
 log = logging.getLogger(__name__)
@@ -50,13 +42,13 @@ class TrainResult:
     best: dict
 
 
-def make_optimizer(model: GmptlModel, cfg: dict) -> torch.optim.Optimizer:
+def make_optimizer(model: GmptlModel, cfg: TrainSettings) -> torch.optim.Optimizer:
     """AdamW with one learning rate for the backbone and one for the heads."""
     groups = [
-        {"params": [p for p in model.backbone_parameters() if p.requires_grad], "lr": cfg["lr"]},
-        {"params": [p for p in model.head_parameters() if p.requires_grad], "lr": cfg["head_lr"]},
+        {"params": [p for p in model.backbone_parameters() if p.requires_grad], "lr": cfg.lr},
+        {"params": [p for p in model.head_parameters() if p.requires_grad], "lr": cfg.head_lr},
     ]
-    return torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=cfg["weight_decay"])
+    return torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=cfg.weight_decay)
 
 
 def make_scheduler(optimizer, total_steps: int, warmup_fraction: float):
@@ -102,58 +94,13 @@ def forward_batch(
     return loss, out
 
 
-def whole_batches(data: Utterances, audio: AudioSettings, batch_seconds: float):
-    """(indices, batch) of whole, uncropped utterances, longest first (for scoring)."""
-    for index in length_batches(data.durations, batch_seconds):
-        yield index, load_batch(data, index, audio)
-
-
-def score_rows(data: Utterances, index: np.ndarray, scores: torch.Tensor, classes: list[str]) -> list[dict]:
-    """utt_id, true, predicted and score_<class> (softmax of the emotion scores) per utterance."""
-    probs = torch.softmax(scores.float(), dim=1).cpu().numpy()
-    return [
-        {
-            "utt_id": data.utt_ids[i],
-            "true": classes[data.emotion[i]],
-            "predicted": classes[int(probs[row].argmax())],
-            **{f"score_{c}": float(probs[row, j]) for j, c in enumerate(classes)},
-        }
-        for row, i in enumerate(index)
-    ]
-
-
-def in_data_order(rows: list[dict], data: Utterances) -> pd.DataFrame:
-    order = {u: i for i, u in enumerate(data.utt_ids)}
-    return pd.DataFrame(rows).sort_values("utt_id", key=lambda s: s.map(order)).reset_index(drop=True)
-
-
 @torch.no_grad()
-def predict(
-    model: GmptlModel,
-    data: Utterances,
-    classes: list[str],
-    device,
-    audio: AudioSettings,
-    batch_seconds: float,
-    precision: str = "auto",
-) -> pd.DataFrame:
-    """utt_id, true, predicted and score_<class> (softmax) for every utterance of `data`, whole-length."""
-    model.eval().to(device)
-    rows = []
-    for index, batch in whole_batches(data, audio, batch_seconds):
-        with autocast(device, precision):
-            scores = model(batch.waves.to(device), batch.lengths.to(device))["emotion"]
-        rows += score_rows(data, index, scores, classes)
-    return in_data_order(rows, data)
-
-
-@torch.no_grad()
-def validate(model, spec, data, classes, device, audio, cfg, precision, seed) -> dict:
+def validate(model, spec, data, classes, device, audio, batch_seconds, precision, seed) -> dict:
     """Validation loss (and WAR/UAR when the stage trains emotion) in one pass over whole utterances."""
     model.eval()
     rng = np.random.default_rng([seed, 999_983])
     total, rows = 0.0, []
-    for index, batch in whole_batches(data, audio, cfg["eval_batch_seconds"]):
+    for index, batch in whole_batches(data, audio, batch_seconds):
         with autocast(device, precision):
             loss, out = forward_batch(model, spec, batch, device, rng)
         total += float(loss) * len(index)
@@ -163,7 +110,7 @@ def validate(model, spec, data, classes, device, audio, cfg, precision, seed) ->
     if rows:
         scores = in_data_order(rows, data)
         metrics = classification_metrics(scores["true"], scores["predicted"], classes)
-        result.update({"valid_war": metrics["war"], "valid_uar": metrics["uar"]})
+        result.update({"valid_war": float(metrics["war"]), "valid_uar": float(metrics["uar"])})
     return result
 
 
@@ -175,61 +122,35 @@ def _improved(spec: StageSpec, current: dict, best: dict | None) -> bool:
     return current["valid_loss"] < best["valid_loss"]
 
 
-def _save_state(state_dir: Path, state: dict) -> None:
-    state_dir.mkdir(parents=True, exist_ok=True)
-    tmp = state_dir / "state.pt.tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, state_dir / "state.pt")
-
-
-def _load_state(state_dir: Path, fingerprint: str) -> dict | None:
-    path = state_dir / "state.pt"
-    if not path.is_file():
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001 - a damaged state file only means starting over
-        log.warning("saved state '%s' is unreadable (%s); starting fresh", path, err)
-        return None
-    if state.get("fingerprint") != fingerprint:
-        log.warning(
-            "saved state '%s' was made with other inputs or parameters (fingerprint %s, now %s); starting fresh",
-            path,
-            state.get("fingerprint"),
-            fingerprint,
-        )
-        return None
-    return state
-
-
 def train_stage(
     model: GmptlModel,
     spec: StageSpec,
     train_data: Utterances,
     valid_data: Utterances | None,
-    cfg: dict,
+    cfg: TrainSettings,
     *,
     classes: list[str],
     device: torch.device,
     audio: AudioSettings,
     seed: int,
     state_dir: str | Path,
-    fingerprint: str,
+    fingerprint: dict,
     precision: str = "auto",
+    eval_batch_seconds: float = 120.0,
 ) -> TrainResult:
-    """Train `model` for `cfg['epochs']` epochs; load the best (or last) weights into it at the end."""
+    """Train `model` for `cfg.epochs` epochs; load the best (or last) weights into it at the end."""
     state_dir = Path(state_dir)
     model.to(device)
-    if cfg["freeze_feature_encoder"]:
+    if cfg.freeze_feature_encoder:
         model.encoder.freeze_feature_encoder()
     optimizer = make_optimizer(model, cfg)
-    steps_per_epoch = math.ceil(math.ceil(len(train_data) / cfg["batch_size"]) / cfg["grad_accum"])
-    scheduler = make_scheduler(optimizer, steps_per_epoch * cfg["epochs"], cfg["warmup_fraction"])
-    weights = balanced_weights(train_data.emotion) if cfg["balanced_sampling"] else None
-    max_samples = int(cfg["max_crop_s"] * audio.sample_rate)
+    steps_per_epoch = math.ceil(math.ceil(len(train_data) / cfg.batch_size) / cfg.grad_accum)
+    scheduler = make_scheduler(optimizer, steps_per_epoch * cfg.epochs, cfg.warmup_fraction)
+    weights = balanced_weights(train_data.emotion) if cfg.balanced_sampling else None
+    max_samples = int(cfg.max_crop_s * audio.sample_rate)
     hop = model.encoder.frame_hop
     history, best, best_epoch, best_weights, start_epoch = [], None, 0, None, 1
-    state = _load_state(state_dir, fingerprint)
+    state = load_state(state_dir, fingerprint)
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -245,11 +166,11 @@ def train_stage(
         )
         start_epoch = state["epoch"] + 1
         log.info("resuming %s from %s after epoch %d", spec.name, state_dir, state["epoch"])
-    for epoch in range(start_epoch, cfg["epochs"] + 1):
+    for epoch in range(start_epoch, cfg.epochs + 1):
         began = time.time()
         model.train()
         rng = np.random.default_rng([seed, epoch])
-        batches = epoch_batches(train_data.durations, cfg["batch_size"], rng, weights)
+        batches = epoch_batches(train_data.durations, cfg.batch_size, rng, weights)
         total = 0.0
         optimizer.zero_grad(set_to_none=True)
         for step, index in enumerate(batches, start=1):
@@ -261,16 +182,16 @@ def train_stage(
                     f"{spec.name}: the loss became {float(loss.detach())} at epoch {epoch}, step {step}; "
                     "lower train.lr (or check the audio for silence/clipping)"
                 )
-            (loss / cfg["grad_accum"]).backward()
+            (loss / cfg.grad_accum).backward()
             total += float(loss.detach()) * len(index)
-            if step % cfg["grad_accum"] == 0 or step == len(batches):
-                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg["max_grad_norm"])
+            if step % cfg.grad_accum == 0 or step == len(batches):
+                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-        row = {"epoch": epoch, "train_loss": total / len(train_data), "lr": scheduler.get_last_lr()[0]}
+        row = {"epoch": epoch, "train_loss": total / len(train_data), "lr": float(scheduler.get_last_lr()[0])}
         if valid_data is not None and len(valid_data):
-            row.update(validate(model, spec, valid_data, classes, device, audio, cfg, precision, seed))
+            row.update(validate(model, spec, valid_data, classes, device, audio, eval_batch_seconds, precision, seed))
         row["seconds"] = round(time.time() - began, 2)
         history.append(row)
         if valid_data is None or not len(valid_data) or _improved(spec, row, best):
@@ -280,11 +201,11 @@ def train_stage(
             "%s epoch %d/%d %s | best epoch %d",
             spec.name,
             epoch,
-            cfg["epochs"],
+            cfg.epochs,
             " ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch"),
             best_epoch,
         )
-        _save_state(
+        save_state(
             state_dir,
             {
                 "fingerprint": fingerprint,
@@ -302,8 +223,3 @@ def train_stage(
         )
     model.load_state_dict(best_weights)
     return TrainResult(pd.DataFrame(history), best_epoch, best)
-
-
-def clear_state(state_dir: str | Path) -> None:
-    """Remove the resume folder once the stage's model folder is written."""
-    shutil.rmtree(state_dir, ignore_errors=True)
