@@ -28,6 +28,7 @@ STYLE = """
 .gmptl td.name, .gmptl th.name { text-align: left; }
 .gmptl td.sig { background: #dcfce7; font-weight: 600; }
 .gmptl tr.reference td { color: #6b7280; }
+.prose:has(.gmptl) { max-width: none; }  /* inlined into the Snakemake report's landing page: full width */
 .gmptl pre { background: #f9fafb; border: 1px solid #e5e7eb; padding: 0.8em; font-size: 13px; }
 """
 
@@ -86,11 +87,11 @@ def comparison_page(comparison: pd.DataFrame, alpha: float = 0.05) -> str:
     """The comparison table (`report.comparison_table`) as a page: headline means ± std, differences to the
     reference with 95 % CIs and p-values (significant cells highlighted), pooled figures, and a sentence."""
     reference = comparison["reference"].iloc[0]
-    heads = ["experiment", "seeds"]
-    heads += [f"{METRIC_NAMES[m]} mean ± std" for m in ("uar", "war", "macro_f1")]
-    heads += [f"Δ{METRIC_NAMES[m]} [95 % CI]" for m in ("uar", "war")]
-    heads += [f"p ({METRIC_NAMES[m]})" for m in ("uar", "war")]
-    heads += [f"{METRIC_NAMES[m]} pooled" for m in ("uar", "war")]
+    heads = ["experiment"]
+    for metric in ("uar", "war"):
+        name = METRIC_NAMES[metric]
+        heads += [f"{name} mean ± std", f"Δ{name} [95 % CI]", f"p ({name})"]
+    heads += ["macro-F1 mean ± std", "UAR pooled", "WAR pooled", "seeds"]
     rows = [_comparison_row(row, reference, alpha) for _, row in comparison.iterrows()]
     n_folds = int(comparison["n_folds"].max())
     body = (
@@ -107,15 +108,14 @@ def comparison_page(comparison: pd.DataFrame, alpha: float = 0.05) -> str:
 
 def _comparison_row(row: pd.Series, reference: str, alpha: float) -> tuple[str, list[str]]:
     is_reference = row["experiment"] == reference
-    cells = [_cell(row["experiment"] + (" (reference)" if is_reference else ""), "name"), _cell(row["n_seeds"])]
-    cells += [_cell(f"{percent(row[f'{m}_mean'])} ± {percent(row[f'{m}_std'])}") for m in ("uar", "war", "macro_f1")]
+    cells = [_cell(row["experiment"] + (" (reference)" if is_reference else ""), "name")]
     for metric in ("uar", "war"):
-        text = "—" if is_reference else _diff_text(row, metric)
-        cells.append(_cell(text, "sig" if row[f"{metric}_p"] < alpha else ""))
-    for metric in ("uar", "war"):
-        text = "" if is_reference else p_value(row[f"{metric}_p"]) + (" *" if row[f"{metric}_p"] < alpha else "")
-        cells.append(_cell(text, "sig" if row[f"{metric}_p"] < alpha else ""))
-    cells += [_cell(percent(row[f"{m}_pooled"])) for m in ("uar", "war")]
+        mark = "sig" if row[f"{metric}_p"] < alpha else ""
+        cells.append(_cell(f"{percent(row[f'{metric}_mean'])} ± {percent(row[f'{metric}_std'])}"))
+        cells.append(_cell("—" if is_reference else _diff_text(row, metric), mark))
+        cells.append(_cell("" if is_reference else p_value(row[f"{metric}_p"]) + (" *" if mark else ""), mark))
+    cells.append(_cell(f"{percent(row['macro_f1_mean'])} ± {percent(row['macro_f1_std'])}"))
+    cells += [_cell(percent(row["uar_pooled"])), _cell(percent(row["war_pooled"])), _cell(row["n_seeds"])]
     return ("reference" if is_reference else "", cells)
 
 

@@ -223,7 +223,7 @@ def plot_curves(model_dirs: Iterable[str | Path], out_path: str | Path, title: s
     model kept (model.json's best_epoch).
     """
     curves = [read_curve(path) for path in model_dirs]
-    stages = sorted({c.stage for c in curves}, key=lambda s: (STAGE_ORDER + (s,)).index(s))
+    stages = sorted({c.stage for c in curves}, key=lambda s: ((STAGE_ORDER + (s,)).index(s), s))
     several_seeds = len({c.seed for c in curves}) > 1
     fig, axes = plt.subplots(len(stages), 2, figsize=(9, 2.6 * len(stages)), squeeze=False)
     for row, stage in enumerate(stages):

@@ -81,7 +81,8 @@ def paired_differences(
         for start in range(0, resamples, CHUNK):
             size = min(CHUNK, resamples - start)
             boot[:, start : start + size] += _fold_metrics(_bootstrap_weights(rng, size, rows.sum()), onehot, fold_hits)
-            perm[:, start : start + size] += _swapped_differences(rng, size, onehot, fold_hits, ref)
+            swaps = rng.integers(0, 2, size=(size, rows.sum())).astype(float)
+            perm[:, start : start + size] += _swapped_differences(swaps, onehot, fold_hits, ref)
     n_folds = len(np.unique(folds))
     observed, boot, perm = observed / n_folds, boot / n_folds, perm / n_folds
     return _difference_table(names, ref, observed, boot, perm, confidence)
@@ -126,20 +127,18 @@ def _bootstrap_weights(rng: np.random.Generator, size: int, n: int) -> np.ndarra
     return np.bincount(draws.ravel(), minlength=size * n).reshape(size, n).astype(float)
 
 
-def _swapped_differences(
-    rng: np.random.Generator, size: int, onehot: np.ndarray, hits: np.ndarray, ref: int
-) -> np.ndarray:
-    """(metric, resample, experiment) fold differences to the reference after random per-utterance swaps.
+def _swapped_differences(swaps: np.ndarray, onehot: np.ndarray, hits: np.ndarray, ref: int) -> np.ndarray:
+    """(metric, resample, experiment) fold differences to the reference after swapping utterance i of resample b
+    between each experiment and the reference where swaps[b, i] is 1.
 
     Swapping utterance i exchanges c_E(i) and c_R(i), which changes E − R by −2 (c_E(i) − c_R(i)) in i's class;
     per fold both metrics are linear in the class hits, so one matrix product gives every swap pattern.
     """
-    swaps = rng.integers(0, 2, size=(size, len(hits))).astype(float)
     delta = hits - hits[:, [ref]]  # utterances × experiments
     n_classes, n_exp = onehot.shape[1], hits.shape[1]
     diff_hits = (onehot[:, :, None] * delta[:, None, :]).reshape(len(hits), -1)
     class_diff = diff_hits.sum(0)[None, :] - 2 * (swaps @ diff_hits)
-    class_diff = class_diff.reshape(size, n_classes, n_exp)
+    class_diff = class_diff.reshape(len(swaps), n_classes, n_exp)
     support = onehot.sum(0)
     present = support > 0
     war = class_diff.sum(1) / len(hits)
