@@ -28,7 +28,6 @@ STYLE = """
 .gmptl td.name, .gmptl th.name { text-align: left; }
 .gmptl td.sig { background: #dcfce7; font-weight: 600; }
 .gmptl tr.reference td { color: #6b7280; }
-.prose:has(.gmptl) { max-width: none; }  /* inlined into the Snakemake report's landing page: full width */
 .gmptl pre { background: #f9fafb; border: 1px solid #e5e7eb; padding: 0.8em; font-size: 13px; }
 """
 
