@@ -11,6 +11,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -238,6 +239,8 @@ def plot_curves(model_dirs: Iterable[str | Path], out_path: str | Path, title: s
         axes[row, 0].set_ylabel(f"{stage}: train loss")
         axes[row, 1].plot([], [], "o", mfc="none", color="grey", label="selected epoch")
         axes[row, 1].legend(fontsize=6)
+    for ax in axes.ravel():
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     for ax in axes[-1]:
         ax.set_xlabel("epoch")
     fig.suptitle(title, fontsize=9)
