@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, recall_score
 
-from gmptl.metrics import classification_metrics, summarize_folds
+from gmptl.metrics import classification_metrics, run_metrics, summarize_runs
 
 CLASSES = ["neu", "hap", "ang", "sad"]
 
@@ -32,10 +32,23 @@ def test_uar_differs_from_war_on_imbalanced_data():
     assert got["war"] == pytest.approx(0.9) and got["uar"] == pytest.approx(0.5)
 
 
-def test_summary_has_mean_std_and_pooled_rows():
-    folds = pd.DataFrame({"fold": [1, 2], "n": [2, 2], "war": [1.0, 0.5], "uar": [1.0, 0.5]})
-    predictions = pd.DataFrame({"true": ["neu", "sad", "neu", "sad"], "predicted": ["neu", "sad", "neu", "neu"]})
-    summary = summarize_folds(folds, predictions, ["neu", "sad"]).set_index("statistic")
+def runs_table(seeds: list[int]) -> pd.DataFrame:
+    """Two folds of two utterances per seed; seed s gets the last utterance of fold 2 right iff s is odd."""
+    rows = []
+    for seed in seeds:
+        rows += [
+            (seed, 1, "a", "neu", "neu"),
+            (seed, 1, "b", "sad", "sad"),
+            (seed, 2, "c", "neu", "neu"),
+            (seed, 2, "d", "sad", "sad" if seed % 2 else "neu"),
+        ]
+    return pd.DataFrame(rows, columns=["seed", "fold", "utt_id", "true", "predicted"])
+
+
+def test_summary_has_mean_std_and_pooled_rows_with_their_counts():
+    predictions = runs_table([42])
+    summary = summarize_runs(run_metrics(predictions, ["neu", "sad"]), predictions, ["neu", "sad"])
+    summary = summary.set_index("statistic")
     assert list(summary.index) == ["mean", "std", "pooled"]
     assert summary.loc["mean", "uar"] == pytest.approx(0.75)
     assert summary.loc["std", "war"] == pytest.approx(np.std([1.0, 0.5], ddof=1))
@@ -43,3 +56,20 @@ def test_summary_has_mean_std_and_pooled_rows():
     assert summary.loc["pooled", "uar"] == pytest.approx(
         balanced_accuracy_score(predictions["true"], predictions["predicted"])
     )
+    assert summary.loc["mean", "n"] == summary.loc["std", "n"] == 2  # folds
+    assert summary.loc["pooled", "n"] == 4  # test utterances
+
+
+def test_several_seeds_average_per_fold_and_add_seed_rows():
+    predictions = runs_table([1, 2, 3])  # seeds 1 and 3 get fold 2 right, seed 2 does not
+    runs = run_metrics(predictions, ["neu", "sad"])
+    assert len(runs) == 6 and list(runs.columns[:3]) == ["seed", "fold", "n"]
+    summary = summarize_runs(runs, predictions, ["neu", "sad"]).set_index("statistic")
+    assert list(summary.index) == ["mean", "std", "pooled", "seed_mean", "seed_std"]
+    fold2_war = (1 + 0.5 + 1) / 3
+    assert summary.loc["mean", "war"] == pytest.approx((1 + fold2_war) / 2)
+    assert summary.loc["std", "war"] == pytest.approx(np.std([1, fold2_war], ddof=1))
+    assert summary.loc["seed_mean", "war"] == pytest.approx(summary.loc["mean", "war"])
+    assert summary.loc["seed_std", "war"] == pytest.approx(np.std([1, 0.75, 1], ddof=1))
+    assert summary.loc["pooled", "war"] == pytest.approx(11 / 12)  # every seed's predictions pooled
+    assert summary.loc[["mean", "std", "pooled", "seed_mean", "seed_std"], "n"].tolist() == [2, 2, 4, 3, 3]

@@ -1,10 +1,25 @@
-"""Rule compare_experiments: all experiments side by side (results/comparison.tsv)."""
+"""Rule compare_experiments: all experiments side by side, with paired tests against the reference
+(results/comparison.tsv and its HTML page)."""
+
+import logging
 
 from gmptl.fileio import write_tsv
-from gmptl.report import comparison_table
+from gmptl.html_report import comparison_page, write_page
+from gmptl.report import comparison_table, keyed_runs
 from gmptl.runtime import setup_logging
+
+log = logging.getLogger("compare_experiments")
 
 if __name__ == "__main__":
     setup_logging(snakemake.log[0])
-    summaries = dict(snakemake.input.items())
-    write_tsv(comparison_table(summaries), snakemake.output.comparison, float_format="%.6f")
+    experiments = keyed_runs(list(snakemake.input.predictions), snakemake.params.runs)
+    comparison = comparison_table(
+        experiments,
+        snakemake.params.classes,
+        reference=snakemake.params.reference,
+        resamples=snakemake.params.resamples,
+        seed=snakemake.params.seed,
+    )
+    log.info("comparison:\n%s", comparison.to_string(index=False))
+    write_tsv(comparison, snakemake.output.comparison, float_format="%.6f")
+    write_page(comparison_page(comparison), snakemake.output.html)

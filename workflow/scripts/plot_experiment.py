@@ -1,4 +1,4 @@
-"""Rule plot_experiment: pooled confusion matrix and training curves of one experiment."""
+"""Rule plot_experiment: pooled confusion matrix and training curves (selected epochs marked) of one experiment."""
 
 from gmptl.report import plot_confusion, plot_curves
 from gmptl.runtime import setup_logging
@@ -6,11 +6,11 @@ from gmptl.runtime import setup_logging
 if __name__ == "__main__":
     setup_logging(snakemake.log[0])
     exp = snakemake.wildcards.exp
-    models = {name: f"{path}/history.tsv" for name, path in snakemake.input.items() if name != "predictions"}
+    model_dirs = [path for name, path in snakemake.input.items() if name != "predictions"]
     plot_confusion(
         list(snakemake.input.predictions),
         snakemake.params.classes,
         snakemake.output.confusion,
         f"{exp}: pooled test confusion",
     )
-    plot_curves(models, snakemake.output.curves, f"{exp}: training curves")
+    plot_curves(model_dirs, snakemake.output.curves, f"{exp}: training curves")

@@ -39,15 +39,40 @@ def classification_metrics(true, pred, classes: list[str]) -> dict[str, float]:
     return row
 
 
-def summarize_folds(folds: pd.DataFrame, predictions: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
-    """Rows mean and std (sample, ddof=1) over folds, and pooled (over all test utterances)."""
-    columns = [c for c in folds.columns if c not in ("fold", "n")]
-    mean = folds[columns].mean().to_dict()
-    std = folds[columns].std(ddof=1).to_dict()
+def run_metrics(predictions: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
+    """One row per (seed, fold) of `predictions` (columns seed, fold, true, predicted): seed, fold, n, war, …."""
+    rows = [
+        {"seed": int(seed), "fold": int(fold), **classification_metrics(group["true"], group["predicted"], classes)}
+        for (seed, fold), group in predictions.groupby(["seed", "fold"], sort=True)
+    ]
+    return pd.DataFrame(rows)
+
+
+def summarize_runs(runs: pd.DataFrame, predictions: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
+    """The summary of one experiment: rows mean, std, pooled, and seed_mean, seed_std with several seeds.
+
+    `runs` has one row per (seed, fold) (see `run_metrics`); `predictions` every test prediction of every seed.
+
+    - ``mean``: mean over folds of the per-fold figures averaged over seeds (= mean over seeds of the fold-mean);
+      ``n`` = number of folds.
+    - ``std``: sample standard deviation (ddof=1) over folds of those seed-averaged per-fold figures; ``n`` = folds.
+    - ``pooled``: figures computed once over all test predictions of all seeds (each utterance counted once per
+      seed); ``n`` = number of distinct test utterances.
+    - ``seed_mean`` / ``seed_std`` (only with more than one seed): mean and sample standard deviation over seeds
+      of each seed's fold-mean; ``n`` = number of seeds.
+    """
+    metrics = [c for c in runs.columns if c not in ("seed", "fold", "n")]
+    per_fold = runs.groupby("fold")[metrics].mean()
+    per_seed = runs.groupby("seed")[metrics].mean()
     pooled = classification_metrics(predictions["true"], predictions["predicted"], classes)
     rows = [
-        {"statistic": "mean", "n": int(folds["n"].sum()), **mean},
-        {"statistic": "std", "n": int(folds["n"].sum()), **std},
-        {"statistic": "pooled", **pooled},
+        {"statistic": "mean", "n": len(per_fold), **per_fold.mean().to_dict()},
+        {"statistic": "std", "n": len(per_fold), **per_fold.std(ddof=1).to_dict()},
+        {"statistic": "pooled", **pooled, "n": int(predictions[["fold", "utt_id"]].drop_duplicates().shape[0])},
     ]
-    return pd.DataFrame(rows)[["statistic", "n", *columns]]
+    if len(per_seed) > 1:
+        rows += [
+            {"statistic": "seed_mean", "n": len(per_seed), **per_seed.mean().to_dict()},
+            {"statistic": "seed_std", "n": len(per_seed), **per_seed.std(ddof=1).to_dict()},
+        ]
+    return pd.DataFrame(rows)[["statistic", "n", *metrics]]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -10,30 +13,136 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from .fileio import atomic_path  # noqa: E402
-from .metrics import confusion, summarize_folds  # noqa: E402
+from .metrics import confusion, run_metrics, summarize_runs  # noqa: E402
+from .stats import EvaluationError, correctness, paired_differences  # noqa: E402
+
+HEADLINE = ("war", "uar", "macro_f1")
 
 
-def experiment_tables(metrics_paths: list[str], prediction_paths: list[str], classes: list[str]):
-    """(folds table, summary table) of one experiment from its per-fold files."""
-    folds = pd.concat([pd.read_csv(p, sep="\t") for p in metrics_paths], ignore_index=True).sort_values("fold")
-    predictions = pd.concat([pd.read_csv(p, sep="\t") for p in prediction_paths], ignore_index=True)
-    return folds.reset_index(drop=True), summarize_folds(folds, predictions, classes)
+Runs = Mapping[tuple[int, int], "str | Path | pd.DataFrame"]
+"""Predictions of one experiment: (seed, fold) → that run's predictions.tsv (or its table)."""
+
+PREDICTION_COLUMNS = ("utt_id", "true", "predicted")
 
 
-def comparison_table(summaries: dict[str, str]) -> pd.DataFrame:
-    """One row per experiment: pooled and mean ± std of WAR, UAR and macro-F1."""
-    rows = []
-    for name, path in summaries.items():
-        table = pd.read_csv(path, sep="\t").set_index("statistic")
-        row = {"experiment": name, "n": int(table.loc["pooled", "n"])}
-        for metric in ("war", "uar", "macro_f1"):
-            row[f"{metric}_pooled"] = table.loc["pooled", metric]
-            row[f"{metric}_mean"] = table.loc["mean", metric]
-            row[f"{metric}_std"] = table.loc["std", metric]
-        rows.append(row)
-    return pd.DataFrame(rows)
+def keyed_runs(paths: Sequence[str], runs: Sequence[Sequence]) -> dict:
+    """Pair a rule's flat list of prediction files with its `runs` parameter, item by item.
+
+    `runs` holds (seed, fold) pairs, giving `Runs`, or (experiment, seed, fold) triples, giving
+    {experiment: Runs} in the order the experiments first appear.
+    """
+    if len(paths) != len(runs):
+        raise EvaluationError(
+            f"{len(paths)} prediction files but {len(runs)} (seed, fold) entries in params.runs; "
+            "the rule's input and params must list the same runs in the same order"
+        )
+    if all(len(run) == 2 for run in runs):
+        return {(int(seed), int(fold)): path for (seed, fold), path in zip(runs, paths, strict=True)}
+    grouped: dict[str, dict] = {}
+    for (exp, seed, fold), path in zip(runs, paths, strict=True):
+        grouped.setdefault(str(exp), {})[(int(seed), int(fold))] = path
+    return grouped
+
+
+def read_predictions(runs: Runs, classes: list[str]) -> pd.DataFrame:
+    """All predictions of one experiment with `seed` and `fold` columns added, checked for consistency.
+
+    Every run must have the columns utt_id, true, predicted, labels from `classes` and no repeated utt_id;
+    every seed must cover the same folds with the same utterances; no utterance may be tested in two folds.
+    """
+    if not runs:
+        raise EvaluationError("no prediction files were given")
+    tables = [_read_run(source, seed, fold, classes) for (seed, fold), source in sorted(runs.items())]
+    predictions = pd.concat(tables, ignore_index=True)
+    test_sets = {
+        seed: frozenset(zip(group["fold"], group["utt_id"], strict=True)) for seed, group in predictions.groupby("seed")
+    }
+    first_seed, first = next(iter(test_sets.items()))
+    for seed, test_set in test_sets.items():
+        if test_set != first:
+            raise EvaluationError(
+                f"seed {seed} was tested on other (fold, utterance) pairs than seed {first_seed} "
+                f"({len(test_set ^ first)} differ); every seed must predict every fold's test session"
+            )
+    folds_per_utt = predictions.groupby("utt_id")["fold"].nunique()
+    if (folds_per_utt > 1).any():
+        raise EvaluationError(
+            f"utterance '{folds_per_utt[folds_per_utt > 1].index[0]}' is a test utterance of more than one fold; "
+            "each utterance must be tested exactly once (leave-one-session-out)"
+        )
+    return predictions
+
+
+def _read_run(source, seed: int, fold: int, classes: list[str]) -> pd.DataFrame:
+    name = "predictions" if isinstance(source, pd.DataFrame) else f"'{source}'"
+    table = source.copy() if isinstance(source, pd.DataFrame) else pd.read_csv(source, sep="\t", dtype={"utt_id": str})
+    missing = [c for c in PREDICTION_COLUMNS if c not in table.columns]
+    if missing:
+        raise EvaluationError(f"{name} (seed {seed}, fold {fold}) lacks the column(s) {missing}")
+    unknown = sorted(set(table["true"]).union(table["predicted"]) - set(classes))
+    if unknown:
+        raise EvaluationError(f"{name} (seed {seed}, fold {fold}) has labels {unknown} outside the classes {classes}")
+    repeated = table["utt_id"][table["utt_id"].duplicated()]
+    if len(repeated):
+        raise EvaluationError(f"{name} (seed {seed}, fold {fold}) lists utterance '{repeated.iloc[0]}' twice")
+    return table.assign(seed=seed, fold=fold)
+
+
+def experiment_tables(runs: Runs, classes: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(folds table, summary table) of one experiment from its predictions.
+
+    The folds table has one row per fold (columns fold, n, war, …), or with several seeds one row per
+    seed × fold and a leading `seed` column. The summary is `metrics.summarize_runs`.
+    """
+    predictions = read_predictions(runs, classes)
+    per_run = run_metrics(predictions, classes)
+    folds = per_run if per_run["seed"].nunique() > 1 else per_run.drop(columns="seed")
+    return folds, summarize_runs(per_run, predictions, classes)
+
+
+def comparison_table(
+    experiments: Mapping[str, Runs],
+    classes: list[str],
+    reference: str | None = None,
+    resamples: int = 10_000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """One row per experiment: headline means over folds (and seeds) with their differences to the reference.
+
+    Columns: experiment, n (test utterances), n_folds, n_seeds; <m>_mean and <m>_std for war, uar, macro_f1
+    (over folds, see `summarize_runs`); for war and uar <m>_diff, <m>_diff_ci_low, <m>_diff_ci_high, <m>_p
+    against `reference` (default: the first experiment; method in `gmptl.stats`); then <m>_pooled.
+    """
+    reference = reference or next(iter(experiments))
+    rows, correct = [], {}
+    for name, runs in experiments.items():
+        predictions = read_predictions(runs, classes)
+        summary = summarize_runs(run_metrics(predictions, classes), predictions, classes).set_index("statistic")
+        rows.append(_comparison_row(name, summary, int(predictions["seed"].nunique())))
+        correct[name] = correctness(predictions)
+    differences = paired_differences(correct, reference, classes, resamples=resamples, seed=seed)
+    table = pd.DataFrame(rows).merge(differences, on="experiment", how="left")
+    tests = [c for c in differences.columns if c != "experiment"]
+    pooled = [f"{metric}_pooled" for metric in HEADLINE]
+    leading = [c for c in table.columns if c not in tests and c not in pooled]
+    return table[[*leading, *tests, *pooled]].assign(reference=reference)
+
+
+def _comparison_row(name: str, summary: pd.DataFrame, n_seeds: int) -> dict:
+    row = {
+        "experiment": name,
+        "n": int(summary.loc["pooled", "n"]),
+        "n_folds": int(summary.loc["mean", "n"]),
+        "n_seeds": n_seeds,
+    }
+    for metric in HEADLINE:
+        row[f"{metric}_mean"] = summary.loc["mean", metric]
+        row[f"{metric}_std"] = summary.loc["std", metric]
+    row.update({f"{metric}_pooled": summary.loc["pooled", metric] for metric in HEADLINE})
+    return row
 
 
 def plot_confusion(prediction_paths: list[str], classes: list[str], out_path: str | Path, title: str) -> None:
@@ -63,26 +172,75 @@ def plot_confusion(prediction_paths: list[str], classes: list[str], out_path: st
     _save(fig, out_path)
 
 
-def plot_curves(history_paths: dict[str, str], out_path: str | Path, title: str) -> None:
-    """One row per stage: training loss and the checkpoint-selection score per epoch, one line per fold.
+STAGE_ORDER = ("mtl", "stage1", "stage2")
 
-    `history_paths` maps '<stage>_fold<N>' to that model's history.tsv.
+
+@dataclass(frozen=True)
+class Curve:
+    """One trained model's history and the epoch whose weights it kept."""
+
+    stage: str
+    fold: int
+    seed: int | None
+    history: pd.DataFrame
+    best_epoch: int
+    selection: str | None  # the history column that chose the epoch (valid_uar | valid_loss), None without one
+
+    @property
+    def selected(self) -> pd.Series:
+        """The history row of the selected epoch."""
+        return self.history.set_index("epoch").loc[self.best_epoch]
+
+
+def read_curve(model_dir: str | Path) -> Curve:
+    """A model folder's history.tsv and model.json (stage, fold, seed, best_epoch, selection)."""
+    model_dir = Path(model_dir)
+    try:
+        meta = json.loads((model_dir / "model.json").read_text())
+        history = pd.read_csv(model_dir / "history.tsv", sep="\t")
+    except (OSError, ValueError) as err:
+        raise EvaluationError(f"model folder '{model_dir}' has no readable model.json/history.tsv ({err})") from err
+    best = meta.get("best_epoch")
+    if best not in set(history["epoch"]):
+        raise EvaluationError(
+            f"'{model_dir}/model.json' names best_epoch {best}, which is not an epoch of its history.tsv; "
+            "rerun the rule that trains it"
+        )
+    selection = meta.get("selection") or ("valid_uar" if "valid_uar" in history else "valid_loss")
+    return Curve(
+        stage=str(meta.get("stage", model_dir.name)),
+        fold=int(meta.get("fold", -1)),
+        seed=meta.get("seed"),
+        history=history,
+        best_epoch=int(best),
+        selection=selection if selection in history else None,
+    )
+
+
+def plot_curves(model_dirs: Iterable[str | Path], out_path: str | Path, title: str) -> None:
+    """One row per stage: training loss (left) and the checkpoint-selection score (right) per epoch.
+
+    One line per fold (and seed, when the models come from several); a ringed dot marks the epoch each
+    model kept (model.json's best_epoch).
     """
-    stages = sorted({label.rsplit("_fold", 1)[0] for label in history_paths}, key=["mtl", "stage1", "stage2"].index)
+    curves = [read_curve(path) for path in model_dirs]
+    stages = sorted({c.stage for c in curves}, key=lambda s: ((STAGE_ORDER + (s,)).index(s), s))
+    several_seeds = len({c.seed for c in curves}) > 1
     fig, axes = plt.subplots(len(stages), 2, figsize=(9, 2.6 * len(stages)), squeeze=False)
     for row, stage in enumerate(stages):
-        for label, path in sorted(history_paths.items()):
-            if label.rsplit("_fold", 1)[0] != stage:
-                continue
-            history = pd.read_csv(path, sep="\t")
-            fold = label.rsplit("_fold", 1)[1]
-            axes[row, 0].plot(history["epoch"], history["train_loss"], label=f"fold {fold}", lw=1)
-            score = "valid_uar" if "valid_uar" in history else "valid_loss"
-            if score in history:
-                axes[row, 1].plot(history["epoch"], history[score], label=f"fold {fold}", lw=1)
-                axes[row, 1].set_ylabel(f"{stage}: {score}")
+        for curve in sorted((c for c in curves if c.stage == stage), key=lambda c: (c.fold, c.seed or 0)):
+            label = f"fold {curve.fold}" + (f" seed {curve.seed}" if several_seeds else "")
+            columns = ["train_loss", curve.selection] if curve.selection else ["train_loss"]
+            for ax, column in zip(axes[row], columns, strict=False):
+                (line,) = ax.plot(curve.history["epoch"], curve.history[column], label=label, lw=1)
+                ax.plot(curve.best_epoch, curve.selected[column], "o", ms=6, mfc="none", color=line.get_color())
+            if curve.selection:
+                axes[row, 1].set_ylabel(f"{stage}: {curve.selection}")
         axes[row, 0].set_ylabel(f"{stage}: train loss")
+        axes[row, 1].plot([], [], "o", mfc="none", color="grey", label="selected epoch")
         axes[row, 1].legend(fontsize=6)
+    for ax in axes.ravel():
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     for ax in axes[-1]:
         ax.set_xlabel("epoch")
     fig.suptitle(title, fontsize=9)

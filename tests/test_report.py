@@ -1,0 +1,184 @@
+"""Experiment tables from prediction files, the comparison, its HTML pages and the training-curve plot."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gmptl.fileio import write_tsv
+from gmptl.html_report import comparison_page, metrics_page, settings_page, significance_sentence
+from gmptl.report import comparison_table, experiment_tables, keyed_runs, plot_curves, read_curve
+from gmptl.stats import EvaluationError
+
+CLASSES = ["neu", "hap", "ang", "sad"]
+
+
+def fold_predictions(fold: int, n: int, accuracy: float, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng([fold, seed, int(accuracy * 100)])
+    true = np.array(CLASSES)[np.arange(n) % 4]
+    shifted = np.array(CLASSES)[(np.arange(n) + rng.integers(1, 4, n)) % 4]
+    return pd.DataFrame(
+        {
+            "utt_id": [f"Ses0{fold}F_u{i:03d}" for i in range(n)],
+            "true": true,
+            "predicted": np.where(rng.random(n) < accuracy, true, shifted),
+        }
+    )
+
+
+def write_runs(root, accuracy: float, seeds=(42,), folds=(1, 2, 3), n=80) -> dict:
+    runs = {}
+    for seed in seeds:
+        for fold in folds:
+            path = root / f"seed{seed}" / f"fold{fold}" / "predictions.tsv"
+            write_tsv(fold_predictions(fold, n, accuracy, seed), path)
+            runs[(seed, fold)] = str(path)
+    return runs
+
+
+def test_one_seed_gives_one_row_per_fold_and_counts_per_row(tmp_path):
+    folds, summary = experiment_tables(write_runs(tmp_path, 0.7), CLASSES)
+    assert list(folds.columns[:3]) == ["fold", "n", "war"] and folds["fold"].tolist() == [1, 2, 3]
+    assert summary.set_index("statistic")["n"].to_dict() == {"mean": 3, "std": 3, "pooled": 240}
+
+
+def test_several_seeds_give_seed_by_fold_rows_and_seed_statistics(tmp_path):
+    folds, summary = experiment_tables(write_runs(tmp_path, 0.7, seeds=(42, 43)), CLASSES)
+    assert list(folds.columns[:2]) == ["seed", "fold"] and len(folds) == 6
+    table = summary.set_index("statistic")
+    assert table.loc["seed_mean", "n"] == 2 and table.loc["pooled", "n"] == 240
+    assert table.loc["mean", "uar"] == pytest.approx(folds.groupby("seed")["uar"].mean().mean())
+
+
+def test_a_seed_missing_a_fold_is_an_error(tmp_path):
+    runs = write_runs(tmp_path, 0.7, seeds=(42, 43))
+    del runs[(43, 2)]
+    with pytest.raises(EvaluationError, match="seed 43 was tested on other"):
+        experiment_tables(runs, CLASSES)
+
+
+def test_unknown_label_is_an_error_naming_the_file(tmp_path):
+    runs = write_runs(tmp_path, 0.7)
+    table = pd.read_csv(runs[(42, 2)], sep="\t")
+    table.loc[0, "predicted"] = "fru"
+    write_tsv(table, runs[(42, 2)])
+    with pytest.raises(EvaluationError, match=r"fold2/predictions.tsv' \(seed 42, fold 2\) has labels \['fru'\]"):
+        experiment_tables(runs, CLASSES)
+
+
+def test_an_utterance_tested_in_two_folds_is_an_error():
+    runs = {(1, 1): fold_predictions(1, 8, 0.5, 1), (1, 2): fold_predictions(1, 8, 0.5, 1)}
+    with pytest.raises(EvaluationError, match="more than one fold"):
+        experiment_tables(runs, CLASSES)
+
+
+def test_keyed_runs_pairs_files_with_runs_and_groups_experiments():
+    assert keyed_runs(["p1", "p2"], [[42, 1], [42, 2]]) == {(42, 1): "p1", (42, 2): "p2"}
+    grouped = keyed_runs(["a1", "b1"], [["b", 42, 1], ["a", 42, 1]])
+    assert list(grouped) == ["b", "a"] and grouped["a"] == {(42, 1): "b1"}
+    with pytest.raises(EvaluationError, match="2 prediction files but 1"):
+        keyed_runs(["p1", "p2"], [[42, 1]])
+
+
+@pytest.fixture
+def comparison(tmp_path):
+    experiments = {
+        "baseline": write_runs(tmp_path / "baseline", 0.55, n=200),
+        "same": write_runs(tmp_path / "same", 0.55, n=200),
+        "gmp_tl": write_runs(tmp_path / "gmp_tl", 0.85, seeds=(42, 43), n=200),
+    }
+    return comparison_table(experiments, CLASSES, resamples=2000, seed=0)
+
+
+def test_comparison_leads_with_means_then_tests_then_pooled(comparison):
+    columns = list(comparison.columns)
+    assert columns[:4] == ["experiment", "n", "n_folds", "n_seeds"]
+    assert columns.index("uar_mean") < columns.index("uar_diff") < columns.index("uar_pooled")
+    for metric in ("war", "uar"):
+        for suffix in ("diff", "diff_ci_low", "diff_ci_high", "p"):
+            assert f"{metric}_{suffix}" in columns
+    row = comparison.set_index("experiment").loc["gmp_tl"]
+    assert row["n_seeds"] == 2 and row["n"] == 600 and row["reference"] == "baseline"
+    assert row["uar_p"] < 0.001 and row["uar_diff_ci_low"] > 0.2
+
+
+def test_reference_row_has_zero_difference_and_empty_cells_in_the_tsv(comparison, tmp_path):
+    write_tsv(comparison, tmp_path / "comparison.tsv", float_format="%.6f")
+    lines = (tmp_path / "comparison.tsv").read_text().splitlines()
+    header, first = lines[0].split("\t"), lines[1].split("\t")
+    reference = dict(zip(header, first, strict=True))
+    assert reference["experiment"] == "baseline" and float(reference["uar_diff"]) == 0
+    assert reference["uar_diff_ci_low"] == reference["uar_p"] == ""
+
+
+def test_experiments_on_other_test_utterances_cannot_be_compared(tmp_path):
+    experiments = {"a": write_runs(tmp_path / "a", 0.6), "b": write_runs(tmp_path / "b", 0.6, folds=(1, 2))}
+    with pytest.raises(EvaluationError, match=r"\['b'\] were not evaluated on the same test utterances"):
+        comparison_table(experiments, CLASSES, resamples=10)
+
+
+def test_comparison_page_shows_intervals_p_values_and_a_sentence(comparison):
+    text = comparison_page(comparison)
+    row = comparison.set_index("experiment").loc["gmp_tl"]
+    for value in (row["uar_diff"], row["uar_diff_ci_low"], row["uar_diff_ci_high"], row["war_diff_ci_high"]):
+        assert f"{100 * value:+.2f}" in text
+    assert f"{100 * row['uar_mean']:.2f} ± {100 * row['uar_std']:.2f}" in text
+    assert "Significant at the 0.05 level, against baseline: gmp_tl has a higher UAR" in text
+    assert text.count('class="sig"') == 4  # gmp_tl's ΔUAR, ΔWAR and both p-values; 'same' is not significant
+    assert "same has" not in text
+
+
+def test_sentence_says_when_nothing_is_significant(comparison):
+    assert significance_sentence(comparison[comparison["experiment"] != "gmp_tl"]) == (
+        "No experiment differs significantly from baseline in UAR or WAR at the 0.05 level."
+    )
+
+
+def test_metrics_page_shows_percentages_and_counts(tmp_path):
+    folds, summary = experiment_tables(write_runs(tmp_path, 0.7), CLASSES)
+    text = metrics_page(summary, "gmp_tl: summary", "note <b>")
+    assert f"<td>{100 * summary.loc[2, 'uar']:.2f}</td>" in text and "<td>240</td>" in text
+    assert "note &lt;b&gt;" in text
+
+
+def test_settings_page_is_readable_yaml_and_escaped():
+    text = settings_page({"seed": 42, "gmp": {"layers": (6, 9), "k": [64, 512]}, "note": "<x>"}, "gmp_tl: settings")
+    assert "seed: 42\ngmp:\n  layers:\n  - 6\n  - 9\n" in text
+    assert "note: &lt;x&gt;" in text
+
+
+def write_model(folder, stage, fold, losses, scores, best_epoch, selection="valid_uar"):
+    folder.mkdir(parents=True)
+    epochs = range(1, len(losses) + 1)
+    pd.DataFrame({"epoch": epochs, "train_loss": losses, selection: scores}).to_csv(
+        folder / "history.tsv", sep="\t", index=False
+    )
+    meta = {"stage": stage, "fold": fold, "seed": 42, "best_epoch": best_epoch, "selection": selection}
+    (folder / "model.json").write_text(json.dumps(meta))
+    return folder
+
+
+def test_read_curve_finds_the_selected_epoch(tmp_path):
+    folder = write_model(tmp_path / "stage2", "stage2", 1, [3, 2, 1.5], [0.5, 0.7, 0.6], best_epoch=2)
+    curve = read_curve(folder)
+    assert (curve.stage, curve.fold, curve.best_epoch, curve.selection) == ("stage2", 1, 2, "valid_uar")
+    assert curve.selected["valid_uar"] == 0.7 and curve.selected["train_loss"] == 2
+
+
+def test_a_best_epoch_outside_the_history_is_an_error(tmp_path):
+    folder = write_model(tmp_path / "stage2", "stage2", 1, [3, 2], [0.5, 0.7], best_epoch=5)
+    with pytest.raises(EvaluationError, match="best_epoch 5, which is not an epoch"):
+        read_curve(folder)
+
+
+def test_plot_curves_draws_every_stage(tmp_path):
+    models = [
+        write_model(tmp_path / "s1f1", "stage1", 1, [5, 4, 3], [4.5, 4.1, 4.2], 2, selection="valid_loss"),
+        write_model(tmp_path / "s2f1", "stage2", 1, [2, 1, 0.5], [0.5, 0.7, 0.6], 2),
+        write_model(tmp_path / "s2f2", "stage2", 2, [2, 1, 0.5], [0.4, 0.6, 0.65], 3),
+    ]
+    plot_curves(models, tmp_path / "curves.png", "test")
+    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
