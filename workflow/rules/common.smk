@@ -7,10 +7,16 @@
 # adapters from the config and never trigger a rerun.
 
 from gmptl import recipes
-from gmptl.config import experiment_settings
+from gmptl.config import experiment_settings, result_settings
 
 EXPERIMENTS = {name: experiment_settings(config, name) for name in config["experiments"]}
-PLANS = {name: recipes.experiment_stages(config, settings) for name, settings in EXPERIMENTS.items()}
+SEEDS = {name: recipes.experiment_seeds(config, settings) for name, settings in EXPERIMENTS.items()}
+# The stages of every (experiment, seed) run, keyed by kind.
+PLANS = {
+    (name, seed): recipes.experiment_stages(config, recipes.seeded(settings, seed))
+    for name, settings in EXPERIMENTS.items()
+    for seed in SEEDS[name]
+}
 STAGES = recipes.catalog(PLANS)
 DATA = recipes.data_recipe(config)
 FOLDS = sorted(config["corpus"]["sessions"])
@@ -26,6 +32,7 @@ wildcard_constraints:
     k=r"\d+",
     id=rf"[0-9a-f]{{{recipes.ID_LENGTH}}}",
     stage="|".join(recipes.MODEL_KINDS),
+    run=recipes.RUN_PATTERN,
 
 
 def recipe_of(kind, wildcards):
@@ -92,32 +99,68 @@ def corpus_input(wildcards):
     return [CORPUS_ROOT] if DEMO else []
 
 
+def runs(exp):
+    """(seed, fold) of every run of an experiment."""
+    return [(seed, fold) for seed in SEEDS[exp] for fold in FOLDS]
+
+
+def run_folder(exp, seed, fold):
+    return f"results/{exp}/{recipes.run_name(seed, fold, len(SEEDS[exp]) > 1)}"
+
+
+def run_seed(wildcards):
+    seed, _ = recipes.parse_run(wildcards.run)
+    return SEEDS[wildcards.exp][0] if seed is None else seed
+
+
+def run_fold(wildcards):
+    return recipes.parse_run(wildcards.run)[1]
+
+
 def stage2_model(wildcards):
-    return recipes.model_dir("stage2", PLANS[wildcards.exp]["stage2"].id, wildcards.fold)
+    stage = PLANS[(wildcards.exp, run_seed(wildcards))]["stage2"]
+    return recipes.model_dir("stage2", stage.id, run_fold(wildcards))
 
 
 def stage_rows(wildcards):
-    """The rows of results/<exp>/stages.tsv."""
-    return recipes.experiment_rows(PLANS[wildcards.exp], FOLDS)
+    """The rows of results/<exp>/stages.tsv: every cached output of every (seed, fold) run."""
+    return [row for seed in SEEDS[wildcards.exp] for row in recipes.experiment_rows(PLANS[(wildcards.exp, seed)], FOLDS, seed)]
 
 
-def fold_files(wildcards, name):
-    return [f"results/{wildcards.exp}/fold{fold}/{name}" for fold in FOLDS]
+def run_keys(wildcards):
+    """[seed, fold] of each predictions file, in input order."""
+    return [[seed, fold] for seed, fold in runs(wildcards.exp)]
 
 
-def fold_metrics(wildcards):
-    return fold_files(wildcards, "metrics.tsv")
+def run_predictions(wildcards):
+    return [f"{run_folder(wildcards.exp, seed, fold)}/predictions.tsv" for seed, fold in runs(wildcards.exp)]
 
 
-def fold_predictions(wildcards):
-    return fold_files(wildcards, "predictions.tsv")
+def all_run_keys(wildcards):
+    """[experiment, seed, fold] of each predictions file of every experiment, in input order."""
+    return [[exp, seed, fold] for exp in EXPERIMENTS for seed, fold in runs(exp)]
+
+
+def all_run_predictions(wildcards):
+    return [f"{run_folder(exp, seed, fold)}/predictions.tsv" for exp in EXPERIMENTS for seed, fold in runs(exp)]
+
+
+def shown_settings(wildcards):
+    """The experiment's result settings (runtime-only keys left out, so they never trigger a rerun)."""
+    shown = result_settings(EXPERIMENTS[wildcards.exp])
+    return {**shown, "seeds": SEEDS[wildcards.exp]}
+
+
+def reference_experiment():
+    return config["compare_to"] or next(iter(EXPERIMENTS))
 
 
 def experiment_models(exp):
-    """Every model folder of an experiment, keyed '<stage>_fold<N>'."""
+    """Every model folder of an experiment, keyed '<stage>_seed<S>_fold<N>'."""
     return {
-        f"{kind}_fold{fold}": recipes.model_dir(kind, stage.id, fold)
-        for kind, stage in PLANS[exp].items()
+        f"{kind}_seed{seed}_fold{fold}": recipes.model_dir(kind, stage.id, fold)
+        for seed in SEEDS[exp]
+        for kind, stage in PLANS[(exp, seed)].items()
         if kind in recipes.MODEL_KINDS
         for fold in FOLDS
     }
@@ -128,17 +171,17 @@ def stage_models(wildcards):
     return experiment_models(wildcards.exp)
 
 
-def experiment_summaries(wildcards):
-    return {name: f"results/{name}/metrics/summary.tsv" for name in EXPERIMENTS}
-
-
 def all_targets():
-    targets = ["results/manifest.tsv", "results/manifest_counts.tsv", "results/folds.tsv", "results/comparison.tsv"]
+    targets = ["results/manifest.tsv", "results/manifest_counts.tsv", "results/folds.tsv"]
+    targets += ["results/comparison.tsv", "results/comparison.html"]
     for name in EXPERIMENTS:
         targets += [
             f"results/{name}/stages.tsv",
             f"results/{name}/metrics/folds.tsv",
             f"results/{name}/metrics/summary.tsv",
+            f"results/{name}/metrics/folds.html",
+            f"results/{name}/metrics/summary.html",
+            f"results/{name}/settings.html",
             f"results/{name}/plots/confusion.png",
             f"results/{name}/plots/training_curves.png",
             *experiment_models(name).values(),  # a deleted model is retrained, and what depends on it reruns

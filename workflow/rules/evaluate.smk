@@ -20,15 +20,17 @@ rule evaluate_fold:
         unpack(fold_data),
         model=stage2_model,
     output:
-        predictions="results/{exp}/fold{fold}/predictions.tsv",
-        metrics="results/{exp}/fold{fold}/metrics.tsv",
+        predictions="results/{exp}/{run}/predictions.tsv",
+        metrics="results/{exp}/{run}/metrics.tsv",
+    params:
+        fold=run_fold,
     threads: config["threads"]
     resources:
         gpu=1,
         mem_mb=8000,
         runtime=30,
     log:
-        "results/logs/{exp}/fold{fold}/evaluate.log",
+        "results/logs/{exp}/{run}/evaluate.log",
     conda:
         ENV
     script:
@@ -37,23 +39,42 @@ rule evaluate_fold:
 
 rule summarize_experiment:
     input:
-        metrics=fold_metrics,
-        predictions=fold_predictions,
+        predictions=run_predictions,
     output:
         folds=report(
             "results/{exp}/metrics/folds.tsv",
             caption="../report/folds.rst",
             category="{exp}",
-            labels={"table": "per fold"},
+            labels={"table": "per fold (TSV)"},
         ),
         summary=report(
             "results/{exp}/metrics/summary.tsv",
             caption="../report/summary.rst",
             category="{exp}",
+            labels={"table": "summary (TSV)"},
+        ),
+        folds_html=report(
+            "results/{exp}/metrics/folds.html",
+            caption="../report/folds.rst",
+            category="{exp}",
+            labels={"table": "per fold"},
+        ),
+        summary_html=report(
+            "results/{exp}/metrics/summary.html",
+            caption="../report/summary.rst",
+            category="{exp}",
             labels={"table": "summary"},
+        ),
+        settings_html=report(
+            "results/{exp}/settings.html",
+            caption="../report/settings.rst",
+            category="{exp}",
+            labels={"table": "settings"},
         ),
     params:
         classes=config["corpus"]["classes"],
+        runs=run_keys,
+        settings=shown_settings,
     log:
         "results/logs/{exp}/metrics/summarize.log",
     conda:
@@ -65,7 +86,7 @@ rule summarize_experiment:
 rule plot_experiment:
     input:
         unpack(stage_models),
-        predictions=fold_predictions,
+        predictions=run_predictions,
     output:
         confusion=report(
             "results/{exp}/plots/confusion.png",
@@ -91,13 +112,26 @@ rule plot_experiment:
 
 rule compare_experiments:
     input:
-        unpack(experiment_summaries),
+        predictions=all_run_predictions,
     output:
         comparison=report(
             "results/comparison.tsv",
             caption="../report/comparison.rst",
             category="comparison",
+            labels={"table": "comparison (TSV)"},
         ),
+        html=report(
+            "results/comparison.html",
+            caption="../report/comparison.rst",
+            category="comparison",
+            labels={"table": "comparison"},
+        ),
+    params:
+        classes=config["corpus"]["classes"],
+        runs=all_run_keys,
+        reference=reference_experiment(),
+        resamples=10000,
+        seed=0,
     log:
         "results/logs/compare_experiments.log",
     conda:

@@ -10,7 +10,7 @@ if __name__ == "__main__":
     run_evaluation(
         manifest_path=snakemake.input.manifest,
         folds_path=snakemake.input.folds,
-        fold=int(snakemake.wildcards.fold),
+        fold=int(snakemake.params.fold),
         model_dir=snakemake.input.model,
         runtime=RuntimeSettings.from_config(snakemake.config, snakemake.threads),
         predictions_path=snakemake.output.predictions,

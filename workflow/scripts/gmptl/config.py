@@ -99,6 +99,11 @@ def validate_config(config: dict, schema: dict | None = None) -> dict:
     _check_corpus(filled["corpus"])
     if filled["demo"]["min_duration_s"] > filled["demo"]["max_duration_s"]:
         raise ConfigError("config key 'demo.min_duration_s' is larger than 'demo.max_duration_s'")
+    if filled.get("compare_to") and filled["compare_to"] not in filled["experiments"]:
+        raise ConfigError(
+            f"config key 'compare_to': no experiment named '{filled['compare_to']}' "
+            f"(experiments: {', '.join(filled['experiments'])})"
+        )
     for name in filled["experiments"]:
         experiment_settings(filled, name, schema)
         _check_runtime_overrides(filled["experiments"][name] or {}, name)
@@ -161,6 +166,17 @@ def _check_loss_weights(settings: dict, name: str) -> None:
             f"config key 'experiments.{name}.stage1.loss_weights' names {unknown}, "
             f"which are not GMP heads of this experiment ({sorted(heads)})"
         )
+
+
+def result_settings(settings: dict) -> dict:
+    """An experiment's settings without the runtime-only keys (what the report shows as its settings)."""
+    shown = copy.deepcopy(settings)
+    for section, keys in RUNTIME_KEYS.items():
+        targets = [shown[section]] + ([shown[stage]["train"] for stage in STAGES] if section == "train" else [])
+        for target in targets:
+            for key in keys:
+                target.pop(key, None)
+    return shown
 
 
 def needs_gmp(settings: dict) -> bool:

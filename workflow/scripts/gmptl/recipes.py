@@ -146,7 +146,31 @@ def experiment_stages(config: dict, settings: dict) -> dict[str, Stage]:
     return stages
 
 
-def catalog(plans: dict[str, dict[str, Stage]]) -> dict[tuple[str, str], Stage]:
+def experiment_seeds(config: dict, settings: dict) -> list[int]:
+    """The seeds an experiment runs: the config's `seeds` list, else its own `seed`."""
+    return list(config.get("seeds") or [settings["seed"]])
+
+
+def seeded(settings: dict, seed: int) -> dict:
+    """An experiment's settings for one of its seeds."""
+    return {**settings, "seed": seed}
+
+
+RUN_PATTERN = r"(seed\d+/)?fold\d+"
+
+
+def run_name(seed: int, fold: int | str, several_seeds: bool) -> str:
+    """The folder of one (seed, fold) run under results/<exp>/: 'fold<N>', or 'seed<S>/fold<N>' with several seeds."""
+    return f"seed{seed}/fold{fold}" if several_seeds else f"fold{fold}"
+
+
+def parse_run(run: str) -> tuple[int | None, int]:
+    """(seed or None, fold) of a run folder name."""
+    seed, _, fold = run.rpartition("/")
+    return (int(seed.removeprefix("seed")) if seed else None), int(fold.removeprefix("fold"))
+
+
+def catalog(plans: dict) -> dict[tuple[str, str], Stage]:
     """Every distinct stage of all experiments, keyed by (kind, id)."""
     return {(stage.kind, stage.id): stage for stages in plans.values() for stage in stages.values()}
 
@@ -197,8 +221,8 @@ def output_paths(stage: Stage, fold: int | str) -> list[tuple[str, str]]:
     return []  # gmp: the label files are listed by the stage-1 recipe that uses them
 
 
-def experiment_rows(stages: dict[str, Stage], folds: list[int]) -> list[dict]:
-    """The rows of results/<exp>/stages.tsv: stage, fold, path, id, head."""
+def experiment_rows(stages: dict[str, Stage], folds: list[int], seed: int) -> list[dict]:
+    """The rows of results/<exp>/stages.tsv for one seed: stage, fold, path, id, head, seed."""
     rows = []
     for fold in folds:
         for stage in stages.values():
@@ -212,7 +236,7 @@ def experiment_rows(stages: dict[str, Stage], folds: list[int]) -> list[dict]:
                 for head, path in label_files(stages["stage1"].recipe, fold).items()
             ]
     order = {kind: i for i, kind in enumerate(KINDS)}
-    return sorted(rows, key=lambda row: (row["fold"], order[row["stage"]], row["head"]))
+    return [{**row, "seed": seed} for row in sorted(rows, key=lambda r: (r["fold"], order[r["stage"]], r["head"]))]
 
 
 def write_recipe(kind: str, stage_id: str, recipe: dict, root: str | os.PathLike = ".") -> Path:
