@@ -105,7 +105,9 @@ def test_missing_session_folder_names_it(tree):
 def test_missing_wav_is_an_error_naming_file_and_line(tree):
     wav = tree / "Session2/sentences/wav/Ses02F_impro01/Ses02F_impro01_M003.wav"
     wav.unlink()
-    with pytest.raises(AudioError, match=r"Ses02F_impro01\.txt:\d+: the audio file of 'Ses02F_impro01_M003' is missing"):
+    with pytest.raises(
+        AudioError, match=r"Ses02F_impro01\.txt:\d+: the audio file of 'Ses02F_impro01_M003' is missing"
+    ):
         read(tree, sessions=(1, 2))
 
 

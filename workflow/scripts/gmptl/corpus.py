@@ -89,7 +89,15 @@ def build_manifest(
 
 def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
     """results/manifest.tsv with text columns kept as text (speaker '03' stays '03'; unknown gender is '')."""
-    text = {"utt_id": str, "path": str, "speaker": str, "gender": str, "emotion": str, "dialog": str, "corpus_split": str}
+    text = {
+        "utt_id": str,
+        "path": str,
+        "speaker": str,
+        "gender": str,
+        "emotion": str,
+        "dialog": str,
+        "corpus_split": str,
+    }
     manifest = pd.read_csv(path, sep="\t", dtype=text, keep_default_na=False)
     if manifest["session"].dtype == object:
         manifest["session"] = manifest["session"].astype(str)

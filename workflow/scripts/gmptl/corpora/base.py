@@ -195,7 +195,9 @@ def assemble(entries: list[Entry], settings: CorpusSettings) -> CorpusReading:
     frame = pd.DataFrame(rows).sort_values("utt_id", kind="stable").reset_index(drop=True)
     converted = int(frame.pop("_needs_conversion").sum())
     if converted:
-        log.warning("%d audio file(s) are not %d Hz mono; they are converted at load time", converted, settings.sample_rate)
+        log.warning(
+            "%d audio file(s) are not %d Hz mono; they are converted at load time", converted, settings.sample_rate
+        )
     absent = [c for c in settings.classes if c not in set(frame["emotion"])]
     if absent:
         log.warning("no utterance of class(es) %s in the corpus", absent)

@@ -67,7 +67,9 @@ def parse_emo_evaluation(path: Path) -> list[Turn]:
                 "'[START - END]<TAB>UTT_ID<TAB>LABEL<TAB>[V, A, D]'"
             )
         else:
-            log.warning("%s:%d: unexpected line %r ignored (not a summary, evaluator or header line)", path, number, stripped)
+            log.warning(
+                "%s:%d: unexpected line %r ignored (not a summary, evaluator or header line)", path, number, stripped
+            )
     return turns
 
 

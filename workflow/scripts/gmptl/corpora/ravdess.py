@@ -17,7 +17,9 @@ from .base import CorpusSettings, Entry, require_root
 
 log = logging.getLogger(__name__)
 
-FILE_NAME = re.compile(r"^(?P<modality>\d{2})-(?P<channel>\d{2})-(?P<emotion>\d{2})-\d{2}-\d{2}-\d{2}-(?P<actor>\d{2})$")
+FILE_NAME = re.compile(
+    r"^(?P<modality>\d{2})-(?P<channel>\d{2})-(?P<emotion>\d{2})-\d{2}-\d{2}-\d{2}-(?P<actor>\d{2})$"
+)
 EMOTIONS = {
     "01": "neutral",
     "02": "calm",

@@ -73,7 +73,9 @@ def row_entry(row: dict, columns: dict[str, str], folder: Path, source: str) -> 
     audio = audio if audio.is_absolute() else folder / audio
     gender = gender_of(cell.get("gender", ""))
     if cell.get("gender") and not gender:
-        raise CorpusError(f"{source}: gender '{cell['gender']}' is not F/M/female/male; leave the cell empty when unknown")
+        raise CorpusError(
+            f"{source}: gender '{cell['gender']}' is not F/M/female/male; leave the cell empty when unknown"
+        )
     split = cell.get("split", "")
     if split and split.lower() not in SPLIT_ALIASES:
         raise CorpusError(f"{source}: split '{split}' is not train, valid (validation, dev) or test")
