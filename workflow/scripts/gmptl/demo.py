@@ -221,7 +221,7 @@ def write_ravdess_actor(root: Path, actor: int, n_kept: int, durations: tuple[fl
 
 
 def table_rows(root: Path, index: int, n_speakers: int, n_kept: int, durations: tuple[float, float], rng) -> list[dict]:
-    """One table speaker's wavs (under wav/spkNN/) and rows; sessions pair speakers: the last is test, the one before valid."""
+    """One table speaker's wavs (wav/spkNN/) and rows; speakers pair into sessions: last test, the one before valid."""
     gender = "F" if index % 2 == 0 else "M"
     name, session = f"spk{index + 1:02d}", index // 2 + 1
     last = (n_speakers - 1) // 2 + 1
