@@ -39,7 +39,7 @@ class CorpusSettings:
     sessions: tuple[int, ...] = (1, 2, 3, 4, 5)
     subset: str = "all"
     table: Path | None = None
-    columns: Mapping[str, str] = field(default_factory=lambda: {role: role for role in TABLE_ROLES})
+    columns: Mapping[str, str] = field(default_factory=dict)  # role → column, only where not named like the role
     include_song: bool = False
     sample_rate: int = 16000
     on_format_mismatch: str = "convert"
@@ -51,7 +51,6 @@ class CorpusSettings:
         """Settings from the validated `corpus` block (a missing key takes its default)."""
         corpus_format = corpus.get("format", "iemocap")
         classes = tuple(corpus.get("classes", cls.classes))
-        columns = {role: role for role in TABLE_ROLES} | dict(corpus.get("columns") or {})
         table = corpus.get("table")
         return cls(
             root=Path(corpus["root"]),
@@ -61,7 +60,7 @@ class CorpusSettings:
             sessions=tuple(corpus.get("sessions", cls.sessions)),
             subset=corpus.get("subset", "all"),
             table=None if table is None else Path(table),
-            columns=columns,
+            columns=dict(corpus.get("columns") or {}),
             include_song=corpus.get("include_song", False),
             sample_rate=corpus.get("sample_rate", 16000),
             on_format_mismatch=corpus.get("on_format_mismatch", "convert"),

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import CorpusError
-from .base import REQUIRED_ROLES, CorpusSettings, Entry, gender_of
+from .base import REQUIRED_ROLES, TABLE_ROLES, CorpusSettings, Entry, gender_of
 
 SEPARATORS = {".tsv": "\t", ".tab": "\t", ".txt": "\t", ".csv": ","}
 SPLIT_ALIASES = {
@@ -48,14 +48,14 @@ def read_table(path: Path) -> pd.DataFrame:
 def role_columns(table: pd.DataFrame, settings: CorpusSettings, path: Path) -> dict[str, str]:
     """Role → column of `table`, for the roles present; a required or explicitly named column must exist."""
     found = {}
-    for role in ("path", "emotion", "speaker", "gender", "session", "split"):
+    for role in TABLE_ROLES:
         column = settings.columns.get(role, role)
         if column in table.columns:
             found[role] = column
         elif role in REQUIRED_ROLES or role in settings.columns:
             raise CorpusError(
-                f"corpus table '{path}' has no column '{column}' (role '{role}', set by corpus.columns.{role}); "
-                f"its columns are {list(table.columns)}"
+                f"corpus table '{path}' has no column '{column}' (role '{role}'; name its column with "
+                f"corpus.columns.{role}); its columns are {list(table.columns)}"
             )
     return found
 
