@@ -206,7 +206,7 @@ def assemble(entries: list[Entry], settings: CorpusSettings) -> CorpusReading:
 def gender_of(word: str) -> str:
     """'F' / 'M' from the spellings corpora use (F, female, Female, M, male …); '' when unknown."""
     value = str(word).strip().lower()
-    if value in ("f", "female", "w", "woman"):
+    if value in ("f", "female", "woman"):
         return "F"
     if value in ("m", "male", "man"):
         return "M"

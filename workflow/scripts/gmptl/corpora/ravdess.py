@@ -73,7 +73,7 @@ def read(settings: CorpusSettings) -> list[Entry]:
     entries, songs = [], 0
     for wav in wav_files(settings.root):
         entry = file_entry(wav)
-        if FILE_NAME.match(wav.stem)["channel"] == "02" and not settings.include_song:
+        if CHANNELS[wav.stem.split("-")[1]] == "song" and not settings.include_song:
             songs += 1
         else:
             entries.append(entry)
