@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import logging
+
 import pandas as pd
 import pytest
 from conftest import write_label_file, write_tree, write_wav
 
-from gmptl.corpus import MANIFEST_COLUMNS, build_manifest, count_table, full_release_differences
-from gmptl.errors import AudioError, CorpusError
+from gmptl.corpus import (
+    MANIFEST_COLUMNS,
+    CorpusSettings,
+    build_manifest,
+    corpus_fingerprint,
+    count_table,
+    full_release_differences,
+    read_corpus,
+    require_gender,
+)
+from gmptl.errors import AudioError, ConfigError, CorpusError
 
 CLASSES = ["neu", "hap", "ang", "sad"]
 LABEL_MAP = {"neu": "neu", "hap": "hap", "exc": "hap", "ang": "ang", "sad": "sad"}
@@ -105,7 +116,9 @@ def test_missing_session_folder_names_it(tree):
 def test_missing_wav_is_an_error_naming_file_and_line(tree):
     wav = tree / "Session2/sentences/wav/Ses02F_impro01/Ses02F_impro01_M003.wav"
     wav.unlink()
-    with pytest.raises(AudioError, match=r"Ses02F_impro01\.txt:\d+: the wav of 'Ses02F_impro01_M003' is missing"):
+    with pytest.raises(
+        AudioError, match=r"Ses02F_impro01\.txt:\d+: the audio file of 'Ses02F_impro01_M003' is missing"
+    ):
         read(tree, sessions=(1, 2))
 
 
@@ -186,3 +199,153 @@ def test_build_manifest_script_leaves_no_manifest_on_error(tree, tmp_path):
     with pytest.raises(AudioError):
         main(corpus, str(out / "manifest.tsv"), str(out / "manifest_counts.tsv"))
     assert not (out / "manifest.tsv").exists() and not (out / "manifest_counts.tsv").exists()
+
+
+# --- issue 9: nothing skipped silently --------------------------------------------------------
+
+
+def truncate(wav, seconds: float, rate: int = 16000) -> None:
+    """Cut a 16-bit mono wav's data to `seconds`, leaving its header's declared size as it was."""
+    data = wav.read_bytes()
+    wav.write_bytes(data[: 44 + int(seconds * rate) * 2])
+
+
+def test_truncated_wav_is_an_error_naming_the_file(tmp_path):
+    root = write_tree(tmp_path / "c", {1: {"Ses01F_impro01": [("Ses01F_impro01_F000", "neu")]}}, seconds=1.75)
+    wav = root / "Session1/sentences/wav/Ses01F_impro01/Ses01F_impro01_F000.wav"
+    truncate(wav, 0.58)
+    with pytest.raises(
+        AudioError, match=r"Ses01F_impro01_F000\.wav' is truncated: its header declares 1\.75 s .* holds 0\.58 s"
+    ):
+        read(root)
+
+
+def test_truncated_wav_is_skipped_and_counted_under_skip(tree, caplog):
+    truncate(tree / "Session1/sentences/wav/Ses01F_impro01/Ses01F_impro01_F001.wav", 0.5)
+    manifest = read(tree, on_missing_audio="skip")
+    assert "Ses01F_impro01_F001" not in set(manifest["utt_id"]) and len(manifest) == 15
+    assert "Ses01F_impro01_F001: its header declares" in caplog.text and "skipped 1 labelled utterance" in caplog.text
+
+
+def test_wav_with_extra_chunks_and_trailing_bytes_is_not_truncated(tmp_path):
+    from gmptl.audio import audio_info, wav_data_sizes
+
+    wav = tmp_path / "x.wav"
+    write_wav(wav, 0.5)
+    data = wav.read_bytes()
+    # insert a LIST chunk of odd size (padded) before 'data', and trailing junk after it
+    list_chunk = b"LIST" + (5).to_bytes(4, "little") + b"INFO!" + b"\x00"
+    wav.write_bytes(data[:36] + list_chunk + data[36:] + b"id3 tag")
+    declared, present = wav_data_sizes(wav)
+    assert declared == 16000 and present == 16000 + 7
+    assert audio_info(wav).frames == 8000
+
+
+def test_summary_line_with_a_leading_space_is_read(tmp_path):
+    root = write_tree(
+        tmp_path / "c", {1: {"Ses01F_impro01": [("Ses01F_impro01_F000", "neu"), ("Ses01F_impro01_M000", "ang")]}}
+    )
+    label_file = root / "Session1/dialog/EmoEvaluation/Ses01F_impro01.txt"
+    label_file.write_text(label_file.read_text().replace("[4.0000", " [4.0000"))
+    assert " [4.0000" in label_file.read_text()
+    assert read(root)["utt_id"].tolist() == ["Ses01F_impro01_F000", "Ses01F_impro01_M000"]
+
+
+def test_odd_line_is_reported_with_file_and_line(tmp_path, caplog):
+    root = write_tree(tmp_path / "c", {1: {"Ses01F_impro01": [("Ses01F_impro01_F000", "neu")]}})
+    label_file = root / "Session1/dialog/EmoEvaluation/Ses01F_impro01.txt"
+    label_file.write_text(label_file.read_text() + "some stray note\n")
+    number = len(label_file.read_text().splitlines())
+    read(root)
+    assert f"Ses01F_impro01.txt:{number}: unexpected line 'some stray note' ignored" in caplog.text
+
+
+def test_odd_line_naming_an_utterance_is_an_error(tmp_path):
+    root = write_tree(tmp_path / "c", {1: {"Ses01F_impro01": [("Ses01F_impro01_F000", "neu")]}})
+    label_file = root / "Session1/dialog/EmoEvaluation/Ses01F_impro01.txt"
+    label_file.write_text(label_file.read_text() + "6.2 - 8.2]\tSes01F_impro01_F001\tang\t[2.5, 2.5, 2.5]\n")
+    with pytest.raises(CorpusError, match=r"Ses01F_impro01\.txt:\d+: malformed summary line"):
+        read(root)
+
+
+def test_non_standard_label_is_warned_by_name_and_count(tmp_path, caplog):
+    turns = [("Ses01F_impro01_F000", "neu"), ("Ses01F_impro01_F001", "angry"), ("Ses01F_impro01_F002", "SAD")]
+    turns += [("Ses01F_impro01_M000", "SAD"), ("Ses01F_impro01_M001", "xxx")]
+    root = write_tree(tmp_path / "c", {1: {"Ses01F_impro01": turns}})
+    caplog.set_level(logging.INFO)
+    assert read(root)["utt_id"].tolist() == ["Ses01F_impro01_F000"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("2 utterance(s) with iemocap label 'SAD'" in w for w in warnings)
+    assert any("1 utterance(s) with iemocap label 'angry'" in w for w in warnings)
+    assert not any("'xxx'" in w for w in warnings) and "dropped by the label map: xxx 1" in caplog.text
+
+
+@pytest.mark.parametrize(("subset", "kept"), [("all", 6), ("improvised", 3), ("scripted", 3)])
+def test_subset_keeps_improvised_or_scripted_dialogs(tmp_path, subset, kept):
+    root = quirky_tree(tmp_path / "IEMOCAP_full_release")
+    settings = CorpusSettings.from_config({"root": str(root), "sessions": [1], "subset": subset})
+    manifest = read_corpus(settings).manifest
+    marks = {"all": "", "improvised": "impro", "scripted": "script"}
+    assert len(manifest) == kept
+    assert all(marks[subset] in dialog for dialog in manifest["dialog"])
+
+
+def test_default_label_map_depends_on_the_format():
+    iemocap = CorpusSettings.from_config({"root": "x"})
+    assert iemocap.label_map == LABEL_MAP
+    ravdess = CorpusSettings.from_config({"root": "x", "format": "ravdess", "label_map": None})
+    assert ravdess.label_map == {"neutral": "neu", "happy": "hap", "sad": "sad", "angry": "ang"}
+    table = CorpusSettings.from_config({"root": "x", "format": "table", "classes": ["pos", "neg"]})
+    assert table.label_map == {"pos": "pos", "neg": "neg"}
+
+
+# --- fingerprint and gender check --------------------------------------------------------------
+
+
+def test_fingerprint_changes_with_the_corpus_and_only_then(tree):
+    settings = CorpusSettings.from_config({"root": str(tree)})
+    first = corpus_fingerprint(settings)
+    assert corpus_fingerprint(settings) == first
+    (tree / "Session1/dialog/EmoEvaluation/notes.md").write_text("not read by the reader")
+    assert corpus_fingerprint(settings) == first
+    wav = tree / "Session2/sentences/wav/Ses02F_impro01/Ses02F_impro01_M003.wav"
+    write_wav(wav, 0.7)
+    second = corpus_fingerprint(settings)
+    assert second != first
+    label_file = tree / "Session1/dialog/EmoEvaluation/Ses01F_impro01.txt"
+    label_file.write_text(label_file.read_text() + "\n")
+    third = corpus_fingerprint(settings)
+    assert third != second
+    wav.unlink()
+    assert corpus_fingerprint(settings) != third
+    assert corpus_fingerprint(CorpusSettings.from_config({"root": str(tree / "not_built_yet")})) == "absent"
+
+
+def test_fingerprint_covers_every_format(tmp_path):
+    from gmptl.demo import make_demo_corpus
+
+    make_demo_corpus(
+        tmp_path / "t",
+        utterances_per_speaker=4,
+        min_duration_s=0.2,
+        max_duration_s=0.3,
+        corpus_format="table",
+        speakers=2,
+    )
+    settings = CorpusSettings.from_config({"root": str(tmp_path / "t"), "format": "table", "table": "labels.tsv"})
+    first = corpus_fingerprint(settings)
+    write_wav(tmp_path / "t/wav/spk01/spk01_000.wav", 0.9)
+    assert corpus_fingerprint(settings) != first
+
+
+def test_gender_check_names_the_key_and_the_column():
+    manifest = pd.DataFrame({"utt_id": ["a", "b"], "gender": ["F", ""]})
+    require_gender(manifest, 0.0)
+    require_gender(manifest.iloc[:1], 1.0)
+    with pytest.raises(
+        ConfigError,
+        match=r"'mtl.gender_weight' is 1.0 but the manifest's gender column is empty for 1 utterance\(s\) \(e.g. 'b'\)",
+    ):
+        require_gender(manifest, 1.0)
+    with pytest.raises(ConfigError, match="'experiments.x.stage2.gender_weight'"):
+        require_gender(manifest.assign(gender=[None, "M"]), 0.5, key="experiments.x.stage2.gender_weight")

@@ -8,6 +8,7 @@ from conftest import balanced_sessions, write_tree
 
 from gmptl.corpus import build_manifest
 from gmptl.folds import FOLD_COLUMNS, make_folds
+from gmptl.protocols import expected_fold_ids
 
 LABEL_MAP = {"neu": "neu", "hap": "hap", "exc": "hap", "ang": "ang", "sad": "sad"}
 
@@ -88,9 +89,165 @@ def test_make_folds_script_writes_the_contract_file(manifest, tmp_path):
     main(
         str(tmp_path / "manifest.tsv"),
         str(tmp_path / "folds.tsv"),
-        {"validation": "speaker", "valid_fraction": 0.1},
+        {"validation": "speaker", "valid_fraction": 0.1, "protocol": "speaker", "k": 5},
         42,
     )
     folds = pd.read_csv(tmp_path / "folds.tsv", sep="\t")
     assert list(folds.columns) == ["fold", "utt_id", "split"]
-    assert set(folds["split"]) == {"train", "valid", "test"}
+    assert set(folds["split"]) == {"train", "valid", "test"} and folds["fold"].nunique() == 10
+
+
+# --- protocols -----------------------------------------------------------------------------------
+
+
+def synthetic_manifest(n_speakers: int = 8, per_speaker: int = 8, unknown: int = 0) -> pd.DataFrame:
+    """A RAVDESS-like manifest: the speaker is the session; emotions cycle; `unknown` rows of no speaker."""
+    rows = []
+    for s in range(1, n_speakers + 1):
+        for i in range(per_speaker):
+            rows.append((f"a{s:02d}_{i}", s, f"Actor_{s:02d}", "M" if s % 2 else "F", CLASSES[i % 4]))
+    rows += [(f"u_{i}", 99, "Unknown", "", CLASSES[i % 4]) for i in range(unknown)]
+    frame = pd.DataFrame(rows, columns=["utt_id", "session", "speaker", "gender", "emotion"])
+    return frame.assign(corpus_split="")
+
+
+CLASSES = ["neu", "hap", "ang", "sad"]
+
+
+def assert_speaker_disjoint(folds, manifest):
+    rows = joined(folds, manifest)
+    for _, fold in rows.groupby("fold"):
+        by_split = {s: set(fold.loc[fold["split"] == s, "speaker"]) - {"Unknown"} for s in ("train", "valid", "test")}
+        assert not by_split["train"] & by_split["test"]
+        assert not by_split["valid"] & by_split["test"]
+        assert not by_split["valid"] & by_split["train"]
+
+
+def assert_tested_once(folds, manifest):
+    tests = folds[folds["split"] == "test"]["utt_id"]
+    assert tests.is_unique and set(tests) == set(manifest["utt_id"])
+
+
+def test_iemocap_speaker_protocol_has_ten_folds_partner_in_training(manifest):
+    folds = make_folds(manifest, "speaker", protocol="speaker")
+    assert sorted(folds["fold"].unique()) == list(range(1, 11))
+    assert_tested_once(folds, manifest)
+    assert_speaker_disjoint(folds, manifest)
+    rows = joined(folds, manifest)
+    for fold, group in rows.groupby("fold"):
+        test_speaker = f"Ses{(fold + 1) // 2:02d}{'F' if fold % 2 else 'M'}"
+        assert set(group.loc[group["split"] == "test", "speaker"]) == {test_speaker}
+        partner = test_speaker[:-1] + ("M" if test_speaker.endswith("F") else "F")
+        assert set(group.loc[group["speaker"] == partner, "split"]) == {"train"}
+        valid = set(group.loc[group["split"] == "valid", "speaker"])
+        assert len(valid) == 1 and not {s[:5] for s in valid} & {test_speaker[:5]}
+
+
+@pytest.mark.parametrize("validation", ["speaker", "random", "none"])
+def test_kfold_is_speaker_disjoint_stratified_seeded(validation):
+    frame = synthetic_manifest(n_speakers=10, unknown=6)
+    folds = make_folds(frame, validation, 0.2, seed=5, protocol="kfold", k=5)
+    assert sorted(folds["fold"].unique()) == [1, 2, 3, 4, 5]
+    assert_tested_once(folds, frame)
+    if validation != "random":
+        assert_speaker_disjoint(folds, frame)
+    tested = joined(folds[folds["split"] == "test"], frame)
+    assert all(set(group["emotion"]) == set(CLASSES) for _, group in tested.groupby("fold"))
+    assert folds.equals(make_folds(frame, validation, 0.2, seed=5, protocol="kfold", k=5))
+    assert not folds.equals(make_folds(frame, validation, 0.2, seed=6, protocol="kfold", k=5))
+
+
+def test_kfold_needs_k_speakers():
+    from gmptl.errors import CorpusError
+
+    with pytest.raises(CorpusError, match="folds.k is 5 but the manifest has only 3 speaker"):
+        make_folds(synthetic_manifest(n_speakers=3), protocol="kfold", k=5)
+
+
+def test_speaker_protocol_on_another_corpus_and_its_validation_fraction():
+    frame = synthetic_manifest(n_speakers=12)
+    folds = make_folds(frame, "speaker", 0.15, protocol="speaker")
+    assert sorted(folds["fold"].unique()) == list(range(1, 13))
+    assert_tested_once(folds, frame)
+    assert_speaker_disjoint(folds, frame)
+    valid = joined(folds[folds["split"] == "valid"], frame).groupby("fold")["speaker"].nunique()
+    assert (valid == 2).all()  # one speaker is 1/11 of training < 15 %: two are held out
+
+
+def test_speaker_protocol_refuses_unknown_speakers():
+    from gmptl.errors import CorpusError
+
+    with pytest.raises(CorpusError, match="utterance\\(s\\) of speaker 'Unknown'"):
+        make_folds(synthetic_manifest(unknown=2), protocol="speaker")
+
+
+def test_session_protocol_with_named_sessions_numbers_folds_in_order(caplog):
+    import logging
+
+    caplog.set_level(logging.INFO)
+    frame = synthetic_manifest(n_speakers=6)
+    frame["session"] = frame["session"].map(lambda s: ["day-b", "day-a", "day-c"][(s - 1) // 2])
+    folds = make_folds(frame, "speaker", protocol="session")
+    assert sorted(folds["fold"].unique()) == [1, 2, 3]
+    assert set(joined(folds, frame).query("fold == 1 and split == 'test'")["session"]) == {"day-a"}
+    assert "fold 1 tests session day-a" in caplog.text
+    assert_speaker_disjoint(folds, frame)
+
+
+def predefined_manifest():
+    frame = synthetic_manifest(n_speakers=6, unknown=4)
+    splits = {1: "train", 2: "train", 3: "train", 4: "valid", 5: "test", 6: "test2", 99: "train"}
+    return frame.assign(corpus_split=frame["session"].map(splits))
+
+
+def test_predefined_uses_the_corpus_split_and_leaves_other_splits_out(caplog):
+    caplog.set_level("INFO")
+    frame = predefined_manifest()
+    folds = make_folds(frame, "speaker", protocol="predefined")
+    assert folds["fold"].unique().tolist() == [1]
+    rows = joined(folds, frame)
+    assert (rows["split"] == rows["corpus_split"]).all()
+    assert "Actor_06" not in set(rows["speaker"])
+    assert "leaves out 8 utterance(s) of split(s) ['test2']" in caplog.text
+
+
+def test_predefined_speaker_in_two_splits_is_a_warning_naming_it(caplog):
+    frame = predefined_manifest()
+    frame.loc[frame["utt_id"] == "a04_0", "corpus_split"] = "train"
+    make_folds(frame, protocol="predefined")
+    assert "speaker(s) ['Actor_04'] appear in more than one predefined split" in caplog.text
+
+
+def test_predefined_without_a_split_is_an_error():
+    from gmptl.errors import CorpusError
+
+    with pytest.raises(CorpusError, match="needs the corpus's own split"):
+        make_folds(synthetic_manifest(), protocol="predefined")
+    frame = predefined_manifest()
+    frame.loc[0, "corpus_split"] = ""
+    with pytest.raises(CorpusError, match="1 utterance\\(s\\) have no split \\(e.g. 'a01_0'\\)"):
+        make_folds(frame, protocol="predefined")
+
+
+@pytest.mark.parametrize(
+    ("corpus", "folds", "expected"),
+    [
+        ({}, {}, [1, 2, 3, 4, 5]),
+        ({"sessions": [2, 4]}, {"protocol": "session"}, [2, 4]),
+        ({}, {"protocol": "speaker"}, list(range(1, 11))),
+        ({"sessions": [1, 3]}, {"protocol": "speaker"}, [1, 2, 5, 6]),
+        ({"format": "ravdess"}, {"protocol": "kfold", "k": 4}, [1, 2, 3, 4]),
+        ({"format": "msp_podcast"}, {"protocol": "predefined"}, [1]),
+        ({"format": "ravdess"}, {"protocol": "speaker"}, None),
+        ({"format": "table"}, {"protocol": "session"}, None),
+    ],
+)
+def test_expected_fold_ids_without_data(corpus, folds, expected):
+    assert expected_fold_ids(corpus, folds) == expected
+
+
+@pytest.mark.parametrize("protocol", ["session", "speaker"])
+def test_expected_fold_ids_match_the_folds_made(manifest, protocol):
+    subset = manifest[manifest["session"].isin([1, 3, 4])]
+    folds = make_folds(subset, protocol=protocol)
+    assert sorted(folds["fold"].unique()) == expected_fold_ids({"sessions": [1, 3, 4]}, {"protocol": protocol})

@@ -1,8 +1,8 @@
-"""Rule build_manifest: read the IEMOCAP tree into results/manifest.tsv and its count table."""
+"""Rule build_manifest: read the corpus (any `corpus.format`) into results/manifest.tsv and its count table."""
 
 import logging
 
-from gmptl.corpus import build_manifest, count_table, full_release_differences
+from gmptl.corpus import CorpusSettings, count_table, full_release_differences, read_corpus
 from gmptl.fileio import write_tsv
 from gmptl.runtime import setup_logging
 
@@ -10,18 +10,11 @@ log = logging.getLogger("build_manifest")
 
 
 def main(corpus: dict, manifest_path: str, counts_path: str, check_full_release: bool = True) -> None:
-    manifest = build_manifest(
-        corpus["root"],
-        corpus["sessions"],
-        corpus["label_map"],
-        corpus["classes"],
-        sample_rate=corpus["sample_rate"],
-        on_format_mismatch=corpus["on_format_mismatch"],
-        on_missing_audio=corpus["on_missing_audio"],
-    )
-    counts = count_table(manifest, corpus["classes"])
+    settings = CorpusSettings.from_config(corpus)
+    manifest = read_corpus(settings).manifest
+    counts = count_table(manifest, list(settings.classes))
     log.info("%d utterances; counts per session:\n%s", len(manifest), counts.to_string(index=False))
-    if check_full_release:
+    if settings.format == "iemocap" and settings.subset == "all" and check_full_release:
         differences = full_release_differences(manifest)
         if differences:
             log.warning("this corpus differs from the full IEMOCAP release: %s", "; ".join(differences))

@@ -1,4 +1,4 @@
-"""Rule make_demo_corpus: write the synthetic IEMOCAP-shaped demo corpus."""
+"""Rule make_demo_corpus: write the synthetic demo corpus (IEMOCAP, RAVDESS or table layout)."""
 
 import logging
 
@@ -18,8 +18,10 @@ def main(out_dir: str, demo: dict, sessions: list[int]) -> None:
             max_duration_s=demo["max_duration_s"],
             seed=demo["corpus_seed"],
             sessions=tuple(sessions),
+            corpus_format=demo.get("format", "iemocap"),
+            speakers=demo.get("speakers", 8),
         )
-    log.info("demo corpus written to %s", out_dir)
+    log.info("%s demo corpus written to %s", demo.get("format", "iemocap"), out_dir)
 
 
 if __name__ == "__main__":

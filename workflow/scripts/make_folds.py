@@ -1,9 +1,8 @@
-"""Rule make_folds: leave-one-session-out folds with validation from the training sessions."""
+"""Rule make_folds: the folds of the manifest under folds.protocol, validation from training data only."""
 
 import logging
 
-import pandas as pd
-
+from gmptl.corpus import read_manifest
 from gmptl.fileio import write_tsv
 from gmptl.folds import make_folds
 from gmptl.runtime import setup_logging
@@ -12,10 +11,22 @@ log = logging.getLogger("make_folds")
 
 
 def main(manifest_path: str, folds_path: str, settings: dict, seed: int) -> None:
-    manifest = pd.read_csv(manifest_path, sep="\t")
-    folds = make_folds(manifest, settings["validation"], settings["valid_fraction"], seed)
+    manifest = read_manifest(manifest_path)
+    folds = make_folds(
+        manifest,
+        validation=settings["validation"],
+        valid_fraction=settings["valid_fraction"],
+        seed=seed,
+        protocol=settings.get("protocol", "session"),
+        k=settings.get("k", 5),
+    )
     sizes = folds.groupby(["fold", "split"]).size().unstack(fill_value=0)
-    log.info("fold sizes (validation: %s):\n%s", settings["validation"], sizes.to_string())
+    log.info(
+        "fold sizes (protocol: %s, validation: %s):\n%s",
+        settings.get("protocol", "session"),
+        settings["validation"],
+        sizes.to_string(),
+    )
     write_tsv(folds, folds_path)
 
 

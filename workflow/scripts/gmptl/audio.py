@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import struct
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,14 +26,49 @@ class AudioInfo:
         return self.frames / self.sample_rate
 
 
+class TruncatedAudioError(AudioError):
+    """A WAV file holds fewer data bytes than its header declares (libsndfile would silently trim it)."""
+
+    def __init__(self, path: str | os.PathLike, detail: str):
+        self.detail = detail
+        super().__init__(f"audio file '{path}' is truncated: {detail}; re-copy it from the corpus")
+
+
+def wav_data_sizes(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(declared, present) bytes of the `data` chunk of a RIFF/WAVE file; None for other files.
+
+    None too when the header declares no usable size (0 or 0xFFFFFFFF, as streaming writers leave it).
+    """
+    with open(path, "rb") as handle:
+        head = handle.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        while True:
+            chunk = handle.read(8)
+            if len(chunk) < 8:
+                return None
+            name, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+            if name == b"data":
+                if size in (0, 0xFFFFFFFF):
+                    return None
+                return size, os.fstat(handle.fileno()).st_size - handle.tell()
+            handle.seek(size + (size & 1), os.SEEK_CUR)
+
+
 def audio_info(path: str | os.PathLike) -> AudioInfo:
-    """Sample rate, channels and length from the file header."""
+    """Sample rate, channels and length from the file header; a truncated WAV is an error."""
     try:
         info = sf.info(str(path))
     except (RuntimeError, sf.LibsndfileError) as err:
         raise AudioError(f"audio file '{path}' cannot be read ({err}); re-copy it from the corpus") from err
     if info.frames <= 0:
         raise AudioError(f"audio file '{path}' holds no samples; re-copy it from the corpus")
+    sizes = wav_data_sizes(path)
+    if sizes is not None and sizes[1] < sizes[0]:
+        declared, present = sizes
+        seconds = info.frames / info.samplerate  # libsndfile counts the frames present
+        detail = f"its header declares {seconds * declared / present:.2f} s of audio but the file holds {seconds:.2f} s"
+        raise TruncatedAudioError(path, detail)
     return AudioInfo(sample_rate=int(info.samplerate), channels=int(info.channels), frames=int(info.frames))
 
 

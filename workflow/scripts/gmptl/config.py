@@ -96,7 +96,7 @@ def validate_config(config: dict, schema: dict | None = None) -> dict:
     if not isinstance(config, dict):
         raise ConfigError("config: the config file must be a mapping of keys to values")
     filled = _validate(config, schema)
-    _check_corpus(filled["corpus"])
+    _check_corpus(filled["corpus"], filled["folds"], filled["demo"])
     if filled["demo"]["min_duration_s"] > filled["demo"]["max_duration_s"]:
         raise ConfigError("config key 'demo.min_duration_s' is larger than 'demo.max_duration_s'")
     if filled.get("compare_to") and filled["compare_to"] not in filled["experiments"]:
@@ -124,14 +124,51 @@ def _check_runtime_overrides(override: dict, name: str) -> None:
                 )
 
 
-def _check_corpus(corpus: dict) -> None:
+def _check_corpus(corpus: dict, folds: dict | None = None, demo: dict | None = None) -> None:
+    """Cross-key checks of `corpus` (and of `folds` / `demo` when given); resolves `corpus.label_map`.
+
+    A null label_map becomes the format's default map restricted to corpus.classes, so every rule
+    sees the map that is used.
+    """
+    from .corpora.labels import resolve_label_map
+
+    corpus_format = corpus.get("format", "iemocap")
+    corpus["label_map"] = resolve_label_map(corpus_format, corpus.get("label_map"), corpus["classes"])
     classes = corpus["classes"]
     unknown = sorted({v for v in corpus["label_map"].values() if v not in classes})
     if unknown:
         raise ConfigError(f"config key 'corpus.label_map' maps to {unknown}, which are not in corpus.classes {classes}")
     unused = [c for c in classes if c not in corpus["label_map"].values()]
     if unused:
-        raise ConfigError(f"config key 'corpus.classes': no label in corpus.label_map maps to {unused}")
+        raise ConfigError(
+            f"config key 'corpus.classes': no label in corpus.label_map maps to {unused} "
+            f"(the default map of format {corpus_format} has none; give corpus.label_map)"
+        )
+    only_for = {"table": "table", "columns": "table", "subset": "iemocap", "include_song": "ravdess"}
+    defaults = {"table": None, "columns": {}, "subset": "all", "include_song": False}
+    for key, owner in only_for.items():
+        if corpus_format != owner and corpus.get(key, defaults[key]) != defaults[key]:
+            raise ConfigError(
+                f"config key 'corpus.{key}' applies to corpus.format {owner} only (format: {corpus_format})"
+            )
+    if corpus_format == "table" and not corpus.get("table"):
+        raise ConfigError("config key 'corpus.table' is missing; corpus.format table needs the table file (TSV or CSV)")
+    protocol = (folds or {}).get("protocol", "session")
+    if protocol == "predefined" and corpus_format not in ("msp_podcast", "table"):
+        raise ConfigError(
+            f"config key 'folds.protocol': predefined needs a corpus with its own split "
+            f"(msp_podcast, or a table with a split column); corpus.format is {corpus_format}"
+        )
+    if corpus_format == "msp_podcast" and protocol in ("session", "speaker"):
+        raise ConfigError(
+            f"config key 'folds.protocol': {protocol} would make one fold per MSP-Podcast "
+            f"{'podcast' if protocol == 'session' else 'speaker'}; use predefined or kfold"
+        )
+    if demo and demo.get("enabled") and demo.get("format", "iemocap") != corpus_format:
+        raise ConfigError(
+            f"config key 'demo.format' is {demo.get('format', 'iemocap')} but corpus.format is {corpus_format}; "
+            "the demo corpus must be written in the format that is read"
+        )
 
 
 def experiment_settings(config: dict, name: str, schema: dict | None = None) -> dict:

@@ -1,4 +1,4 @@
-"""A synthetic, IEMOCAP-shaped demo corpus of speech-like audio.
+"""A synthetic demo corpus of speech-like audio, in the IEMOCAP, RAVDESS or table layout.
 
 Source-filter synthesis: a jittered glottal pulse train (low-passed for spectral tilt, with
 breath noise) through three formant resonators, in syllable-like segments with raised-cosine
@@ -6,9 +6,12 @@ envelopes, consonant-like noise bursts and pauses. Speakers have gender-typical 
 formant scales; emotions differ in pitch level and range, tempo, energy, tilt and breathiness,
 with per-utterance variation so that classes overlap (learnable, not trivially separable).
 
-The tree uses the real IEMOCAP layout and EmoEvaluation format, including labels to drop
+The IEMOCAP tree uses the real layout and EmoEvaluation format, including labels to drop
 (xxx, fru), an evaluator-level `Categorical/` subfolder, macOS `._*` files, and letter-suffixed
-and script dialog ids, so the demo exercises the same reader as the real corpus.
+and script dialog ids, so the demo exercises the same reader as the real corpus. The RAVDESS tree
+uses the release's `Actor_NN/MM-VV-EE-II-SS-RR-AA.wav` names (with calm and fearful files the
+default map drops, and one song file per actor); the table corpus is `labels.tsv` (path, emotion,
+speaker, gender, session, split) beside `wav/<speaker>/`.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import lfilter
 
+from .errors import ConfigError
+
 SAMPLE_RATE = 16000
 STYLES = {  # pitch factor, pitch range, tempo, energy, tilt pole (higher = darker), breath noise
     "neu": dict(pitch=1.00, range=0.06, tempo=1.00, energy=1.00, tilt=0.90, breath=0.03),
@@ -27,6 +32,7 @@ STYLES = {  # pitch factor, pitch range, tempo, energy, tilt pole (higher = dark
     "ang": dict(pitch=1.12, range=0.14, tempo=1.28, energy=1.90, tilt=0.65, breath=0.01),
     "sad": dict(pitch=0.86, range=0.04, tempo=0.74, energy=0.55, tilt=0.96, breath=0.10),
 }
+STYLE_OF_LABEL = {"exc": "hap", "neutral": "neu", "calm": "neu", "happy": "hap", "angry": "ang"}  # speaks like
 RAW_LABELS = {"neu": ["neu"], "hap": ["hap", "exc"], "ang": ["ang"], "sad": ["sad"]}
 CLASS_SHARE = {"neu": 0.31, "hap": 0.30, "ang": 0.20, "sad": 0.19}
 DROPPED_LABELS = ["xxx", "fru"]
@@ -79,15 +85,22 @@ def glottal_source(f0: np.ndarray, tilt: float, breath: float, rng: np.random.Ge
     return source + breath * rng.standard_normal(len(f0))
 
 
+def style_name(label: str) -> str | None:
+    """The style a raw label speaks in (exc like hap, RAVDESS words like their class); None for xxx, fru …"""
+    name = STYLE_OF_LABEL.get(label, label)
+    return name if name in STYLES else None
+
+
 def synthesize(speaker: Speaker, emotion: str, duration_s: float, rng: np.random.Generator) -> np.ndarray:
-    """One utterance of `duration_s` seconds in the style of `emotion` (raw label)."""
-    style = STYLES.get(emotion, STYLES[str(rng.choice(list(STYLES)))])
+    """One utterance of `duration_s` seconds in the style of raw label `emotion` (none: a random style)."""
+    name = style_name(emotion) or str(rng.choice(list(STYLES)))
+    style = STYLES[name]
     n = int(duration_s * SAMPLE_RATE)
     t = np.arange(n) / SAMPLE_RATE
     pitch = speaker.f0 * style["pitch"] * rng.normal(1.0, 0.06)
     pitch_range = style["range"] * rng.uniform(0.6, 1.4)
     contour = 1 + pitch_range * np.sin(2 * np.pi * rng.uniform(1.5, 3.5) * t + rng.uniform(0, 2 * np.pi))
-    declination = 1 - (0.12 if emotion == "sad" else 0.05) * t / max(duration_s, 1e-3)
+    declination = 1 - (0.12 if name == "sad" else 0.05) * t / max(duration_s, 1e-3)
     f0 = pitch * contour * declination * (1 + 0.01 * rng.standard_normal(n))
     tilt = float(np.clip(style["tilt"] + rng.normal(0, 0.03), 0.3, 0.985))
     source = glottal_source(f0, tilt, style["breath"], rng)
@@ -171,6 +184,67 @@ def write_labels(session_dir: Path, blocks: dict[str, list[str]]) -> None:
         (folder / f"._{dialog}.txt").write_bytes(b"\x00\x05\x16\x07 macOS resource fork")
 
 
+RAVDESS_CODES = {"neutral": "01", "calm": "02", "happy": "03", "sad": "04", "angry": "05", "fearful": "06"}
+RAVDESS_WORDS = {
+    "neu": "neutral",
+    "hap": "happy",
+    "exc": "happy",
+    "ang": "angry",
+    "sad": "sad",
+    "xxx": "calm",
+    "fru": "fearful",
+}
+RAVDESS_VARIANTS = [(i, s, r) for i in (1, 2) for s in (1, 2) for r in (1, 2)]  # intensity, statement, repetition
+
+
+def write_wav(path: Path, speaker: Speaker, label: str, durations: tuple[float, float], rng) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    wave = synthesize(speaker, label, float(rng.uniform(*durations)), rng)
+    sf.write(path, wave, SAMPLE_RATE, subtype="PCM_16")
+
+
+def write_ravdess_actor(root: Path, actor: int, n_kept: int, durations: tuple[float, float], rng) -> None:
+    """Actor_NN/03-01-EE-II-SS-RR-NN.wav for the plan's labels, plus one song file (03-02-…)."""
+    speaker = make_speaker(actor, "M" if actor % 2 else "F", rng)
+    used: dict[str, int] = {}
+    folder = root / f"Actor_{actor:02d}"
+    for label in [RAVDESS_WORDS[raw] for raw in utterance_plan(n_kept, rng)]:
+        if used.get(label, 0) >= len(RAVDESS_VARIANTS):
+            raise ConfigError(
+                f"config key 'demo.utterances_per_speaker': {n_kept} is too many for RAVDESS names (8 per emotion)"
+            )
+        intensity, statement, repetition = RAVDESS_VARIANTS[used.get(label, 0)]
+        used[label] = used.get(label, 0) + 1
+        name = f"03-01-{RAVDESS_CODES[label]}-{intensity:02d}-{statement:02d}-{repetition:02d}-{actor:02d}.wav"
+        write_wav(folder / name, speaker, label, durations, rng)
+    write_wav(folder / f"03-02-03-01-01-01-{actor:02d}.wav", speaker, "happy", durations, rng)
+
+
+def table_rows(root: Path, index: int, n_speakers: int, n_kept: int, durations: tuple[float, float], rng) -> list[dict]:
+    """One table speaker's wavs (wav/spkNN/) and rows; speakers pair into sessions: last test, the one before valid."""
+    gender = "F" if index % 2 == 0 else "M"
+    name, session = f"spk{index + 1:02d}", index // 2 + 1
+    last = (n_speakers - 1) // 2 + 1
+    split = "test" if session == last else "valid" if session == last - 1 > 1 else "train"
+    speaker = make_speaker(session, gender, rng)
+    rows = []
+    for number, raw in enumerate(r for r in utterance_plan(n_kept, rng) if style_name(r)):
+        path = Path("wav") / name / f"{name}_{number:03d}.wav"
+        write_wav(root / path, speaker, raw, durations, rng)
+        label = style_name(raw)
+        rows.append(
+            {
+                "path": path.as_posix(),
+                "emotion": label,
+                "speaker": name,
+                "gender": gender,
+                "session": session,
+                "split": split,
+            }
+        )
+    return rows
+
+
 def make_demo_corpus(
     out_dir: str | Path,
     utterances_per_speaker: int = 24,
@@ -178,10 +252,32 @@ def make_demo_corpus(
     max_duration_s: float = 2.5,
     seed: int = 7,
     sessions: tuple[int, ...] = (1, 2, 3, 4, 5),
+    corpus_format: str = "iemocap",
+    speakers: int = 8,
 ) -> None:
-    """Write the synthetic IEMOCAP_full_release tree into `out_dir` (deterministic from `seed`)."""
+    """Write the synthetic corpus into `out_dir` (deterministic from `seed`).
+
+    iemocap: an IEMOCAP_full_release tree with two speakers per session of `sessions`;
+    ravdess: `speakers` actors; table: `speakers` speakers listed in `out_dir/labels.tsv`.
+    """
     out_dir = Path(out_dir)
-    for session in sessions:
-        rng = np.random.default_rng([seed, session])
-        write_session(out_dir, session, utterances_per_speaker, (min_duration_s, max_duration_s), rng)
-    (out_dir / "README.txt").write_text("Synthetic IEMOCAP-shaped demo corpus written by gmptl (not IEMOCAP data).\n")
+    durations = (min_duration_s, max_duration_s)
+    if corpus_format == "iemocap":
+        for session in sessions:
+            write_session(out_dir, session, utterances_per_speaker, durations, np.random.default_rng([seed, session]))
+    elif corpus_format == "ravdess":
+        for actor in range(1, speakers + 1):
+            write_ravdess_actor(out_dir, actor, utterances_per_speaker, durations, np.random.default_rng([seed, actor]))
+    elif corpus_format == "table":
+        rows = []
+        for index in range(speakers):
+            rng = np.random.default_rng([seed, index + 1])
+            rows += table_rows(out_dir, index, speakers, utterances_per_speaker, durations, rng)
+        columns = ["path", "emotion", "speaker", "gender", "session", "split"]
+        lines = ["\t".join(columns)] + ["\t".join(str(row[c]) for c in columns) for row in rows]
+        (out_dir / "labels.tsv").write_text("\n".join(lines) + "\n")
+    else:
+        raise ConfigError(f"config key 'demo.format': '{corpus_format}' is not iemocap, ravdess or table")
+    (out_dir / "README.txt").write_text(
+        f"Synthetic {corpus_format}-layout demo corpus written by gmptl (not real data).\n"
+    )

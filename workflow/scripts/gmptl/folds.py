@@ -1,68 +1,254 @@
-"""Leave-one-session-out folds with validation drawn from the training sessions only.
+"""Folds of a manifest under one protocol (see `gmptl.protocols`), validation from training data only.
 
-Fold f tests session f. Validation (from the other sessions):
-- `speaker`: one held-out speaker, chosen deterministically: the speaker of the session after the
-  test session (cyclically) whose gender alternates with the fold index, so that validation is
-  speaker-independent and folds cover both genders;
+Every protocol but `predefined` tests each utterance exactly once. Validation (drawn from the fold's
+training rows; with `predefined`, the corpus's own validation split when it has one):
+- `speaker`: whole training speakers, chosen deterministically: in session order after the first
+  test session (cyclically), skipping sessions that hold test rows (so IEMOCAP's speaker protocol
+  keeps the test speaker's session partner in training); the first speaker of the gender that
+  alternates with the fold index, then the next ones until they hold `valid_fraction` of the
+  training utterances (on IEMOCAP one speaker, as one holds ~12 %);
 - `random`: a seeded, emotion-stratified fraction of the training utterances;
 - `none`: no validation split.
+Speakers named "Unknown" are no speakers: never validation speakers, and in `kfold` each such
+utterance is its own group.
 """
 
 from __future__ import annotations
 
-import pandas as pd
-from sklearn.model_selection import train_test_split
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
 
-from .errors import CorpusError
+import pandas as pd
+
+from .corpus import UNKNOWN_SPEAKER
+from .errors import ConfigError, CorpusError
+from .protocols import PROTOCOLS, iemocap_speaker_fold
+
+log = logging.getLogger(__name__)
 
 FOLD_COLUMNS = ["fold", "utt_id", "split"]
+PREDEFINED = ("train", "valid", "test")
 
 
-def validation_speaker(manifest: pd.DataFrame, test_session: int, fold_index: int) -> str:
-    """The held-out validation speaker of one fold (deterministic, from the training sessions)."""
-    sessions = sorted(manifest["session"].unique())
-    position = sessions.index(test_session)
-    order = sessions[position + 1 :] + sessions[:position]
-    genders = ["F", "M"] if fold_index % 2 == 0 else ["M", "F"]
-    speakers = set(manifest["speaker"])
-    for session in order:
-        for gender in genders:
-            speaker = f"Ses{session:02d}{gender}"
-            if speaker in speakers:
-                return speaker
-    raise CorpusError(f"fold {test_session}: the training sessions hold no speaker to validate on")
+@dataclass(frozen=True)
+class TestGroup:
+    """The rows one fold tests and what they are (for the log)."""
+
+    fold: int
+    name: str
+    mask: pd.Series
+
+
+def natural_order(values: Iterable) -> list:
+    """Distinct values sorted numerically when they look like numbers, else as text."""
+
+    def key(value):
+        text = str(value)
+        return (0, int(text), "") if text.isdigit() else (1, 0, text)
+
+    return sorted(set(values), key=key)
+
+
+def speakers(manifest: pd.DataFrame) -> pd.Series:
+    return manifest["speaker"].astype(str)
+
+
+def known_speakers(manifest: pd.DataFrame) -> pd.Series:
+    return speakers(manifest) != UNKNOWN_SPEAKER
+
+
+def session_groups(manifest: pd.DataFrame) -> list[TestGroup]:
+    """One fold per session; fold id = the session when sessions are numbers, else its rank (1-based)."""
+    sessions = natural_order(manifest["session"])
+    if len(sessions) < 2:
+        raise CorpusError(f"leave-one-session-out needs at least 2 sessions; the manifest has {sessions}")
+    numeric = all(str(s).isdigit() for s in sessions)
+    return [
+        TestGroup(int(s) if numeric else i + 1, f"session {s}", manifest["session"] == s)
+        for i, s in enumerate(sessions)
+    ]
+
+
+def speaker_groups(manifest: pd.DataFrame) -> list[TestGroup]:
+    """One fold per speaker (IEMOCAP: SesNNF → 2N-1, SesNNM → 2N; else the rank, 1-based)."""
+    unknown = int((~known_speakers(manifest)).sum())
+    if unknown:
+        raise CorpusError(
+            f"leave-one-speaker-out cannot test the {unknown} utterance(s) of speaker '{UNKNOWN_SPEAKER}'; "
+            "use folds.protocol: kfold or predefined"
+        )
+    names = natural_order(speakers(manifest))
+    if len(names) < 2:
+        raise CorpusError(f"leave-one-speaker-out needs at least 2 speakers; the manifest has {names}")
+    iemocap = [iemocap_speaker_fold(name) for name in names]
+    ids = iemocap if None not in iemocap else list(range(1, len(names) + 1))
+    return [TestGroup(i, f"speaker {name}", speakers(manifest) == name) for i, name in zip(ids, names, strict=True)]
+
+
+def kfold_groups(manifest: pd.DataFrame, k: int, seed: int) -> list[TestGroup]:
+    """`k` speaker-disjoint folds, emotion-stratified as far as the speakers allow, seeded."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    groups = speakers(manifest).where(known_speakers(manifest), UNKNOWN_SPEAKER + "#" + manifest["utt_id"].astype(str))
+    if groups.nunique() < k:
+        raise CorpusError(
+            f"folds.k is {k} but the manifest has only {groups.nunique()} speaker(s) to spread over folds"
+        )
+    splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    folds = []
+    for i, (_, test) in enumerate(splitter.split(manifest, manifest["emotion"], groups), start=1):
+        mask = pd.Series(False, index=manifest.index)
+        mask.iloc[test] = True
+        tested = natural_order(speakers(manifest)[mask & known_speakers(manifest)])
+        shown = ", ".join(map(str, tested[:10])) + (", …" if len(tested) > 10 else "")
+        folds.append(TestGroup(i, f"{len(tested)} speaker(s): {shown}", mask))
+    return folds
+
+
+def predefined_groups(manifest: pd.DataFrame) -> list[TestGroup]:
+    """One fold testing the corpus's own test split."""
+    split = manifest["corpus_split"].fillna("").astype(str) if "corpus_split" in manifest else None
+    if split is None or (split == "").all():
+        raise CorpusError(
+            "folds.protocol predefined needs the corpus's own split (MSP-Podcast's Split_Set, a table's split column); "
+            "this manifest has none"
+        )
+    if (split == "").any():
+        example = manifest.loc[split == "", "utt_id"].iloc[0]
+        raise CorpusError(
+            f"folds.protocol predefined: {int((split == '').sum())} utterance(s) have no split (e.g. '{example}')"
+        )
+    for needed in ("train", "test"):
+        if not (split == needed).any():
+            raise CorpusError(f"folds.protocol predefined: the corpus's split has no {needed} utterance")
+    warn_shared_speakers(manifest, split)
+    return [TestGroup(1, "the corpus's test split", split == "test")]
+
+
+def warn_shared_speakers(manifest: pd.DataFrame, split: pd.Series) -> None:
+    known = known_speakers(manifest) & split.isin(PREDEFINED)
+    per_speaker = split[known].groupby(speakers(manifest)[known]).nunique()
+    shared = natural_order(per_speaker[per_speaker > 1].index)
+    if shared:
+        log.warning("speaker(s) %s appear in more than one predefined split (train/valid/test)", shared)
+
+
+def test_groups(manifest: pd.DataFrame, protocol: str, k: int, seed: int) -> list[TestGroup]:
+    if protocol == "session":
+        return session_groups(manifest)
+    if protocol == "speaker":
+        return speaker_groups(manifest)
+    if protocol == "kfold":
+        return kfold_groups(manifest, k, seed)
+    if protocol == "predefined":
+        return predefined_groups(manifest)
+    raise ConfigError(f"config key 'folds.protocol': unknown value '{protocol}' (known: {', '.join(PROTOCOLS)})")
+
+
+def validation_speakers(
+    manifest: pd.DataFrame, training: pd.Series, test: pd.Series, fold_index: int, fraction: float
+) -> list[str]:
+    """Held-out validation speakers of one fold (deterministic; see the module docstring)."""
+    names = speakers(manifest)
+    sessions = natural_order(manifest["session"])
+    test_sessions = set(manifest.loc[test, "session"])
+    start = min(sessions.index(s) for s in test_sessions)
+    order = [s for s in sessions[start + 1 :] + sessions[: start + 1] if s not in test_sessions]
+    eligible = training & known_speakers(manifest) & ~names.isin(set(names[test]))
+    rows = pd.DataFrame({"rank": manifest["session"].map({s: i for i, s in enumerate(order)}), "speaker": names})
+    rows = rows[eligible & rows["rank"].notna()].sort_values("rank", kind="stable").drop_duplicates("speaker")
+    rank = dict(zip(rows["speaker"], rows["rank"], strict=True))
+    position = {name: i for i, name in enumerate(natural_order(rank))}
+    candidates = sorted(rank, key=lambda name: (rank[name], position[name]))
+    if not candidates:
+        return []
+    genders = manifest["gender"].groupby(names).first()
+    preferred = "F" if fold_index % 2 == 0 else "M"
+    first = next((name for name in candidates if genders.get(name) == preferred), candidates[0])
+    sizes = names[training].value_counts()
+    chosen, held = [first], int(sizes.get(first, 0))
+    for name in candidates:
+        if held >= fraction * int(training.sum()):
+            break
+        if name != first:
+            chosen.append(name)
+            held += int(sizes.get(name, 0))
+    return chosen
+
+
+def draw_validation(
+    manifest: pd.DataFrame, split: pd.Series, group: TestGroup, index: int, validation: str, fraction: float, seed: int
+) -> str:
+    """Mark validation rows among the training rows of `split` (in place); say what was drawn."""
+    training = split == "train"
+    if validation == "speaker":
+        chosen = validation_speakers(manifest, training, group.mask, index, fraction)
+        if not chosen:
+            raise CorpusError(f"fold {group.fold}: the training data hold no speaker to validate on")
+        split[training & speakers(manifest).isin(chosen)] = "valid"
+        return f"speaker(s) {', '.join(chosen)}"
+    if validation == "random":
+        from sklearn.model_selection import train_test_split
+
+        rows = manifest[training]
+        stratify = rows["emotion"] if rows["emotion"].value_counts().min() >= 2 else None
+        _, valid = train_test_split(rows.index, test_size=fraction, random_state=seed + group.fold, stratify=stratify)
+        split[valid] = "valid"
+        return f"random {fraction:.0%} of training"
+    if validation != "none":
+        raise ConfigError(f"config key 'folds.validation': unknown value '{validation}'")
+    return "none"
 
 
 def fold_splits(
-    manifest: pd.DataFrame, test_session: int, fold_index: int, validation: str, valid_fraction: float, seed: int
+    manifest: pd.DataFrame, group: TestGroup, index: int, protocol: str, validation: str, fraction: float, seed: int
 ) -> pd.Series:
-    """train|valid|test for every utterance of the manifest, for the fold testing `test_session`."""
+    """train|valid|test (or '' for rows outside the fold) for every utterance of the manifest."""
     split = pd.Series("train", index=manifest.index)
-    split[manifest["session"] == test_session] = "test"
-    training = manifest[split == "train"]
-    if validation == "speaker":
-        speaker = validation_speaker(manifest, test_session, fold_index)
-        split[manifest["speaker"] == speaker] = "valid"
-    elif validation == "random":
-        stratify = training["emotion"] if training["emotion"].value_counts().min() >= 2 else None
-        _, valid = train_test_split(
-            training.index, test_size=valid_fraction, random_state=seed + test_session, stratify=stratify
-        )
-        split[valid] = "valid"
-    elif validation != "none":
-        raise CorpusError(f"config key 'folds.validation': unknown value '{validation}'")
+    split[group.mask] = "test"
+    described = "none"
+    if protocol == "predefined":
+        given = manifest["corpus_split"].fillna("").astype(str)
+        split[given == "valid"] = "valid"
+        split[~given.isin(PREDEFINED)] = ""
+        if (given == "valid").any():
+            described = "the corpus's validation split"
+        else:
+            described = draw_validation(manifest, split, group, index, validation, fraction, seed)
+        outside = ~given.isin(PREDEFINED)
+        if outside.any():
+            log.info(
+                "fold 1 leaves out %d utterance(s) of split(s) %s", int(outside.sum()), natural_order(given[outside])
+            )
+    else:
+        described = draw_validation(manifest, split, group, index, validation, fraction, seed)
+    leaked = natural_order(
+        set(speakers(manifest)[group.mask])
+        & set(speakers(manifest)[split.isin(["train", "valid"])]) - {UNKNOWN_SPEAKER}
+    )
+    if leaked and protocol != "predefined":
+        log.warning("fold %d: speaker(s) %s are in the test rows and in training too", group.fold, leaked)
+    log.info(
+        "fold %d tests %s (%d utterances); validation: %s", group.fold, group.name, int(group.mask.sum()), described
+    )
     return split
 
 
-def make_folds(manifest: pd.DataFrame, validation: str = "speaker", valid_fraction: float = 0.1, seed: int = 42):
-    """The folds table (fold, utt_id, split): one fold per session of the manifest."""
-    sessions = sorted(int(s) for s in manifest["session"].unique())
-    if len(sessions) < 2:
-        raise CorpusError(f"leave-one-session-out needs at least 2 sessions; the manifest has {sessions}")
+def make_folds(
+    manifest: pd.DataFrame,
+    validation: str = "speaker",
+    valid_fraction: float = 0.1,
+    seed: int = 42,
+    protocol: str = "session",
+    k: int = 5,
+) -> pd.DataFrame:
+    """The folds table (fold, utt_id, split) of `manifest` under `protocol`."""
     tables = []
-    for index, session in enumerate(sessions):
-        split = fold_splits(manifest, session, index, validation, valid_fraction, seed)
-        tables.append(pd.DataFrame({"fold": session, "utt_id": manifest["utt_id"], "split": split}))
+    for index, group in enumerate(test_groups(manifest, protocol, k, seed)):
+        split = fold_splits(manifest, group, index, protocol, validation, valid_fraction, seed)
+        inside = split != ""
+        tables.append(pd.DataFrame({"fold": group.fold, "utt_id": manifest["utt_id"][inside], "split": split[inside]}))
     return pd.concat(tables, ignore_index=True)[FOLD_COLUMNS]
 
 

@@ -1,0 +1,336 @@
+"""Readers of the other corpus formats, each on a synthetic tree in its release layout, and their bad inputs."""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+import pytest
+from conftest import write_wav
+
+from gmptl.corpus import MANIFEST_COLUMNS, CorpusSettings, count_table, read_corpus, read_manifest
+from gmptl.errors import AudioError, CorpusError
+
+
+def settings(root, corpus_format, **extra):
+    return CorpusSettings.from_config({"root": str(root), "format": corpus_format, **extra})
+
+
+def manifest_of(root, corpus_format, **extra) -> pd.DataFrame:
+    return read_corpus(settings(root, corpus_format, **extra)).manifest.set_index("utt_id")
+
+
+# --- RAVDESS ---------------------------------------------------------------------------------
+
+
+def ravdess_tree(root, names):
+    for name in names:
+        actor = name[-6:-4]
+        write_wav(root / f"Actor_{actor}" / name, 0.3, seed=len(name))
+    return root
+
+
+RAVDESS = [
+    "03-01-01-01-01-01-01.wav",  # neutral, actor 1 (male)
+    "03-01-05-02-01-02-01.wav",  # angry
+    "03-01-02-01-01-01-02.wav",  # calm, actor 2 (female): dropped by the default map
+    "03-01-03-02-02-01-02.wav",  # happy
+    "03-01-04-01-01-01-12.wav",  # sad, actor 12 (female)
+    "03-02-03-01-01-01-01.wav",  # song: left out unless include_song
+]
+
+
+def test_ravdess_rows_follow_the_file_names(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    manifest = manifest_of(ravdess_tree(tmp_path / "ravdess", RAVDESS), "ravdess")
+    expected = {
+        "03-01-01-01-01-01-01": ("Actor_01", "M", "neu", 1),
+        "03-01-05-02-01-02-01": ("Actor_01", "M", "ang", 1),
+        "03-01-03-02-02-01-02": ("Actor_02", "F", "hap", 2),
+        "03-01-04-01-01-01-12": ("Actor_12", "F", "sad", 12),
+    }
+    assert sorted(manifest.index) == sorted(expected)
+    for utt_id, (speaker, gender, emotion, session) in expected.items():
+        row = manifest.loc[utt_id]
+        assert (row.speaker, row.gender, row.emotion, row.session, row.dialog) == (
+            speaker,
+            gender,
+            emotion,
+            session,
+            speaker,
+        )
+    assert "left out 1 song file" in caplog.text and "calm 1" in caplog.text
+
+
+def test_ravdess_song_is_read_when_asked(tmp_path):
+    manifest = manifest_of(ravdess_tree(tmp_path / "ravdess", RAVDESS), "ravdess", include_song=True)
+    assert manifest.loc["03-02-03-01-01-01-01", "emotion"] == "hap"
+
+
+def test_ravdess_label_map_reaches_other_classes(tmp_path):
+    root = ravdess_tree(tmp_path / "ravdess", RAVDESS)
+    manifest = manifest_of(root, "ravdess", classes=["neu", "cal", "hap"])
+    assert manifest.loc["03-01-02-01-01-01-02", "emotion"] == "cal" and set(manifest["emotion"]) == {
+        "neu",
+        "cal",
+        "hap",
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("03-01-01-01-01-01.wav", "is not named MM-VV-EE-II-SS-RR-AA"),
+        ("01-01-01-01-01-01-01.wav", "modality 01"),
+        ("03-01-09-01-01-01-01.wav", "unknown vocal channel or emotion code"),
+        ("03-01-01-01-01-01-03.wav", "names actor 03 but lies in 'Actor_01'"),
+    ],
+)
+def test_ravdess_bad_file_name_is_named(tmp_path, name, message):
+    root = ravdess_tree(tmp_path / "ravdess", RAVDESS[:1])
+    write_wav(root / "Actor_01" / name, 0.2)
+    with pytest.raises(CorpusError, match=message) as error:
+        read_corpus(settings(root, "ravdess"))
+    assert name in str(error.value)
+
+
+# --- CREMA-D ---------------------------------------------------------------------------------
+
+
+def crema_tree(
+    root,
+    names,
+    demographics="ActorID,Age,Sex,Race,Ethnicity\n1001,51,Male,Caucasian,Not Hispanic\n"
+    "1002,21,Female,Caucasian,Not Hispanic\n",
+):
+    for name in names:
+        write_wav(root / "AudioWAV" / name, 0.3, seed=len(name))
+    if demographics is not None:
+        (root / "VideoDemographics.csv").write_text(demographics)
+    return root
+
+
+CREMA = [
+    "1001_DFA_ANG_XX.wav",
+    "1001_IEO_HAP_HI.wav",
+    "1002_TIE_SAD_LO.wav",
+    "1002_MTI_NEU_XX.wav",
+    "1002_DFA_DIS_MD.wav",
+]
+
+
+def test_crema_d_rows_follow_the_names_and_demographics(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    manifest = manifest_of(crema_tree(tmp_path / "crema", CREMA), "crema_d")
+    assert sorted(manifest.index) == sorted(n[:-4] for n in CREMA if "DIS" not in n)
+    assert manifest.loc["1001_IEO_HAP_HI", ["speaker", "gender", "emotion", "session"]].tolist() == [
+        "1001",
+        "M",
+        "hap",
+        1001,
+    ]
+    assert manifest.loc["1002_TIE_SAD_LO", ["speaker", "gender", "emotion"]].tolist() == ["1002", "F", "sad"]
+    assert "DIS 1" in caplog.text
+
+
+def test_crema_d_without_demographics_has_unknown_gender_and_says_so(tmp_path, caplog):
+    manifest = manifest_of(crema_tree(tmp_path / "crema", CREMA, demographics=None), "crema_d")
+    assert (manifest["gender"] == "").all()
+    assert "VideoDemographics.csv' is missing" in caplog.text
+    assert (
+        count_table(manifest.reset_index(), ["neu", "hap", "ang", "sad"]).set_index("session").loc["all", "unknown"]
+        == 4
+    )
+
+
+@pytest.mark.parametrize("name", ["1001_DFA_ANG.wav", "1001_DFA_ANG_XY.wav", "A001_DFA_ANG_XX.wav"])
+def test_crema_d_bad_file_name_is_named(tmp_path, name):
+    root = crema_tree(tmp_path / "crema", CREMA[:1] + [name])
+    with pytest.raises(CorpusError, match=rf"CREMA-D file '.*{name}' is not named"):
+        read_corpus(settings(root, "crema_d"))
+
+
+def test_crema_d_unknown_emotion_code_is_counted_and_warned(tmp_path, caplog):
+    manifest = manifest_of(crema_tree(tmp_path / "crema", CREMA + ["1001_DFA_XYZ_XX.wav"]), "crema_d")
+    assert "1001_DFA_XYZ_XX" not in manifest.index
+    assert "crema_d label 'XYZ'" in caplog.text and "1001_DFA_XYZ_XX.wav" in caplog.text
+
+
+# --- MSP-Podcast -----------------------------------------------------------------------------
+
+MSP_LABELS = """FileName,EmoClass,EmoAct,EmoVal,EmoDom,SpkrID,Gender,Split_Set
+MSP-PODCAST_0001_0008.wav,N,3.0,4.0,4.2,127,Female,Train
+MSP-PODCAST_0001_0019.wav,A,5.0,2.0,5.0,127,Female,Train
+MSP-PODCAST_0002_0033.wav,H,4.0,5.8,4.2,Unknown,Unknown,Development
+MSP-PODCAST_0003_0001.wav,S,2.0,2.2,3.0,12,Male,Test1
+MSP-PODCAST_0003_0002.wav,X,2.0,2.2,3.0,12,Male,Test1
+MSP-PODCAST_0004_0002.wav,S,2.0,2.2,3.0,30,Male,Test2
+"""
+
+
+def msp_tree(root, labels=MSP_LABELS):
+    (root / "Labels").mkdir(parents=True)
+    (root / "Labels" / "labels_consensus.csv").write_text(labels)
+    for line in labels.splitlines()[1:]:
+        write_wav(root / "Audios" / line.split(",")[0], 0.3)
+    return root
+
+
+def test_msp_podcast_rows_follow_the_label_table(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    manifest = manifest_of(msp_tree(tmp_path / "msp"), "msp_podcast")
+    assert "MSP-PODCAST_0003_0002" not in manifest.index and "X 1" in caplog.text  # no agreement: dropped
+    row = manifest.loc["MSP-PODCAST_0001_0019"]
+    assert (row.speaker, row.gender, row.emotion, row.session, row.dialog, row.corpus_split) == (
+        "127",
+        "F",
+        "ang",
+        1,
+        "MSP-PODCAST_0001",
+        "train",
+    )
+    unknown = manifest.loc["MSP-PODCAST_0002_0033"]
+    assert (unknown.speaker, unknown.gender, unknown.corpus_split) == ("Unknown", "", "valid")
+    assert manifest.loc["MSP-PODCAST_0003_0001", "corpus_split"] == "test"
+    assert manifest.loc["MSP-PODCAST_0004_0002", "corpus_split"] == "test2"
+
+
+def test_msp_podcast_missing_column_is_named(tmp_path):
+    root = msp_tree(tmp_path / "msp", MSP_LABELS.replace("Split_Set", "Partition"))
+    with pytest.raises(CorpusError, match=r"labels_consensus\.csv' has no column\(s\) \['Split_Set'\]"):
+        read_corpus(settings(root, "msp_podcast"))
+
+
+def test_msp_podcast_unparseable_file_name_names_the_row(tmp_path):
+    root = msp_tree(tmp_path / "msp", MSP_LABELS + "podcast_7.wav,N,1,1,1,5,Male,Train\n")
+    with pytest.raises(CorpusError, match=r"labels_consensus\.csv:8: FileName 'podcast_7\.wav'"):
+        read_corpus(settings(root, "msp_podcast"))
+
+
+def test_msp_podcast_listed_audio_that_does_not_exist(tmp_path):
+    root = msp_tree(tmp_path / "msp")
+    (root / "Audios" / "MSP-PODCAST_0001_0008.wav").unlink()
+    with pytest.raises(AudioError, match=r"labels_consensus\.csv:2: the audio file of 'MSP-PODCAST_0001_0008'"):
+        read_corpus(settings(root, "msp_podcast"))
+    reading = read_corpus(settings(root, "msp_podcast", on_missing_audio="skip"))
+    assert reading.skipped[0].startswith("MSP-PODCAST_0001_0008:") and len(reading.manifest) == 4
+
+
+# --- EmoDB -----------------------------------------------------------------------------------
+
+
+def test_emodb_rows_follow_the_file_names(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    root = tmp_path / "emodb"
+    for name in ["03a01Fa.wav", "08b02Wb.wav", "16a05Tc.wav", "11b09Nd.wav", "13a01Lc.wav"]:
+        write_wav(root / "wav" / name, 0.3)
+    manifest = manifest_of(root, "emodb")
+    assert manifest.loc["03a01Fa", ["speaker", "gender", "emotion", "session"]].tolist() == ["03", "M", "hap", 3]
+    assert manifest.loc["08b02Wb", ["speaker", "gender", "emotion"]].tolist() == ["08", "F", "ang"]
+    assert manifest.loc["16a05Tc", "emotion"] == "sad" and manifest.loc["11b09Nd", "emotion"] == "neu"
+    assert "13a01Lc" not in manifest.index and "L 1" in caplog.text  # boredom: not one of the 4 classes
+
+
+@pytest.mark.parametrize(("name", "message"), [("03a01F.wav", "is not named"), ("04a01Fa.wav", "names speaker 04")])
+def test_emodb_bad_file_name_is_named(tmp_path, name, message):
+    write_wav(tmp_path / "emodb" / "wav" / name, 0.2)
+    with pytest.raises(CorpusError, match=rf"EmoDB file '.*{name}' {message}"):
+        read_corpus(settings(tmp_path / "emodb", "emodb"))
+
+
+# --- table -----------------------------------------------------------------------------------
+
+
+def table_tree(root, text, name="labels.tsv", files=("a/u1.wav", "a/u2.wav", "b/u3.wav", "b/u4.wav")):
+    for i, path in enumerate(files):
+        write_wav(root / path, 0.3, seed=i)
+    (root / name).write_text(text)
+    return root
+
+
+TABLE = "path\temotion\tspeaker\tgender\tsession\tsplit\n" + "\n".join(
+    [
+        "a/u1.wav\tneu\tanna\tfemale\t1\ttrain",
+        "a/u2.wav\thap\tanna\tF\t1\tdev",
+        "b/u3.wav\tsad\tbob\tM\t2\tTest",
+        "b/u4.wav\tang\tbob\t\t2\ttest",
+    ]
+)
+
+
+def test_table_rows_ids_and_roles(tmp_path):
+    root = table_tree(tmp_path / "t", TABLE)
+    manifest = manifest_of(root, "table", table="labels.tsv")
+    assert list(manifest.reset_index().columns) == MANIFEST_COLUMNS
+    assert sorted(manifest.index) == ["a/u1", "a/u2", "b/u3", "b/u4"]
+    assert manifest.loc["a/u1", ["speaker", "gender", "emotion", "session", "dialog"]].tolist() == [
+        "anna",
+        "F",
+        "neu",
+        1,
+        "anna",
+    ]
+    assert manifest["corpus_split"].tolist() == ["train", "valid", "test", "test"]
+    assert manifest.loc["b/u4", "gender"] == "" and manifest.loc["b/u3", "path"] == str(root / "b/u3.wav")
+
+
+def test_table_csv_with_renamed_columns_absolute_paths_and_no_session(tmp_path):
+    root = tmp_path / "t"
+    csv = "file,label,who\n" + f"{root / 'a/u1.wav'},neu,anna\n" + "b/u3.wav,sad,bob\n"
+    table_tree(root, csv, name="meta.csv")
+    columns = {"path": "file", "emotion": "label", "speaker": "who"}
+    manifest = manifest_of(root, "table", table=str(root / "meta.csv"), columns=columns)
+    assert manifest.loc["a/u1", "session"] == "anna" and manifest.loc["b/u3", "session"] == "bob"
+    assert (manifest["gender"] == "").all()
+
+
+@pytest.mark.parametrize(
+    ("text", "columns", "error", "message"),
+    [
+        ("path\tspeaker\na/u1.wav\tanna\n", {}, CorpusError, r"has no column 'emotion' \(role 'emotion'"),
+        (TABLE, {"gender": "sex"}, CorpusError, r"has no column 'sex' \(role 'gender'"),
+        (
+            TABLE + "\na/u1.wav\tneu\tanna\tF\t1\ttrain",
+            {},
+            CorpusError,
+            r"labels\.tsv:6: utterance 'a/u1' is also listed at .*labels\.tsv:2",
+        ),
+        (
+            TABLE + "\nc/u9.wav\tneu\tcid\tF\t3\ttrain",
+            {},
+            AudioError,
+            r"labels\.tsv:6: the audio file of 'c/u9' is missing",
+        ),
+        (TABLE.replace("\tdev", "\tholdout"), {}, CorpusError, r"labels\.tsv:3: split 'holdout'"),
+        (TABLE.replace("female", "x"), {}, CorpusError, r"labels\.tsv:2: gender 'x'"),
+        (TABLE.replace("\tanna\tF", "\t\tF"), {}, CorpusError, r"labels\.tsv:3: the speaker cell"),
+    ],
+)
+def test_table_bad_input_names_the_file_or_row(tmp_path, text, columns, error, message):
+    root = table_tree(tmp_path / "t", text)
+    with pytest.raises(error, match=message):
+        read_corpus(settings(root, "table", table="labels.tsv", columns=columns))
+
+
+def test_table_unknown_label_is_counted_dropped_and_warned(tmp_path, caplog):
+    root = table_tree(tmp_path / "t", TABLE.replace("\tsad\t", "\tSAD\t"))
+    reading = read_corpus(settings(root, "table", table="labels.tsv"))
+    assert reading.dropped == {"SAD": 1} and "b/u3" not in set(reading.manifest["utt_id"])
+    assert "dropped 1 utterance(s) with label 'SAD'" in caplog.text and "labels.tsv:4" in caplog.text
+
+
+def test_table_of_unknown_extension_or_missing_file(tmp_path):
+    root = table_tree(tmp_path / "t", TABLE, name="labels.xlsx")
+    with pytest.raises(CorpusError, match=r"labels\.xlsx': unknown extension"):
+        read_corpus(settings(root, "table", table="labels.xlsx"))
+    with pytest.raises(CorpusError, match=r"corpus table '.*nope\.tsv' does not exist"):
+        read_corpus(settings(root, "table", table="nope.tsv"))
+
+
+def test_manifest_file_keeps_text_ids_and_unknown_gender(tmp_path):
+    root = table_tree(tmp_path / "t", TABLE.replace("anna", "007"))
+    manifest = read_corpus(settings(root, "table", table="labels.tsv")).manifest
+    manifest.to_csv(tmp_path / "manifest.tsv", sep="\t", index=False)
+    back = read_manifest(tmp_path / "manifest.tsv")
+    assert back["speaker"].tolist() == ["007", "007", "bob", "bob"] and back["gender"].tolist()[-1] == ""
+    pd.testing.assert_frame_equal(back, manifest)

@@ -1,0 +1,1 @@
+"""One reader per corpus format; `gmptl.corpus` dispatches on `corpus.format`."""

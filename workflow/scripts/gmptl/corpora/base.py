@@ -1,0 +1,213 @@
+"""What every corpus reader shares: settings, the listed utterance, and the manifest assembly.
+
+A reader turns its corpus's layout into `Entry` records (raw label, speaker, session, …, and where
+each was listed). `assemble` then does what no reader may do differently: apply the label map and
+count what it drops, reject duplicate ids, check every audio file (missing, truncated, unreadable,
+other format) and build the manifest table.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from ..audio import TruncatedAudioError, audio_info, check_format
+from ..errors import AudioError, CorpusError
+from .labels import LABEL_VOCABULARY, resolve_label_map
+
+log = logging.getLogger(__name__)
+
+MANIFEST_COLUMNS = ["utt_id", "path", "session", "speaker", "gender", "emotion", "dialog", "duration_s", "corpus_split"]
+UNKNOWN_SPEAKER = "Unknown"
+TABLE_ROLES = ("path", "emotion", "speaker", "gender", "session", "split")
+REQUIRED_ROLES = ("path", "emotion", "speaker")
+
+
+@dataclass(frozen=True)
+class CorpusSettings:
+    """The `corpus` config block, validated and with the label map resolved for the format."""
+
+    root: Path
+    format: str = "iemocap"
+    classes: tuple[str, ...] = ("neu", "hap", "ang", "sad")
+    label_map: Mapping[str, str] = field(default_factory=dict)
+    sessions: tuple[int, ...] = (1, 2, 3, 4, 5)
+    subset: str = "all"
+    table: Path | None = None
+    columns: Mapping[str, str] = field(default_factory=dict)  # role → column, only where not named like the role
+    include_song: bool = False
+    sample_rate: int = 16000
+    on_format_mismatch: str = "convert"
+    on_missing_audio: str = "error"
+    check_full_release: bool = True
+
+    @classmethod
+    def from_config(cls, corpus: Mapping) -> CorpusSettings:
+        """Settings from the validated `corpus` block (a missing key takes its default)."""
+        corpus_format = corpus.get("format", "iemocap")
+        classes = tuple(corpus.get("classes", cls.classes))
+        table = corpus.get("table")
+        return cls(
+            root=Path(corpus["root"]),
+            format=corpus_format,
+            classes=classes,
+            label_map=resolve_label_map(corpus_format, corpus.get("label_map"), list(classes)),
+            sessions=tuple(corpus.get("sessions", cls.sessions)),
+            subset=corpus.get("subset", "all"),
+            table=None if table is None else Path(table),
+            columns=dict(corpus.get("columns") or {}),
+            include_song=corpus.get("include_song", False),
+            sample_rate=corpus.get("sample_rate", 16000),
+            on_format_mismatch=corpus.get("on_format_mismatch", "convert"),
+            on_missing_audio=corpus.get("on_missing_audio", "error"),
+            check_full_release=corpus.get("check_full_release", True),
+        )
+
+    @property
+    def table_path(self) -> Path:
+        """The table file of format `table`: `corpus.table`, relative to `corpus.root` unless absolute."""
+        if self.table is None:
+            raise CorpusError("config key 'corpus.table' is missing; format 'table' needs the table file")
+        return self.table if self.table.is_absolute() else self.root / self.table
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One utterance as a corpus lists it, before the label map."""
+
+    utt_id: str
+    path: Path
+    label: str  # raw label
+    speaker: str
+    gender: str  # "F", "M" or "" when unknown
+    session: int | str
+    dialog: str
+    source: str  # where it is listed: "file:line", "file row N" or the audio file itself
+    split: str = ""  # train | valid | test | another predefined split | "" (none)
+
+
+@dataclass
+class CorpusReading:
+    """The manifest and the accounting of everything that did not make it in."""
+
+    manifest: pd.DataFrame
+    dropped: Counter = field(default_factory=Counter)  # raw label → utterances dropped by the label map
+    skipped: list[str] = field(default_factory=list)  # "utt_id: why" (audio missing/truncated, on_missing_audio: skip)
+
+
+def require_root(settings: CorpusSettings) -> None:
+    if not settings.root.is_dir():
+        raise CorpusError(
+            f"corpus root '{settings.root}' does not exist; set corpus.root to your {settings.format} corpus folder"
+        )
+
+
+def apply_label_map(entries: list[Entry], settings: CorpusSettings) -> tuple[list[Entry], Counter]:
+    """Entries whose raw label is mapped; dropped labels counted, and warned about when not standard."""
+    kept, dropped, first_seen = [], Counter(), {}
+    for entry in entries:
+        if entry.label in settings.label_map:
+            kept.append(entry)
+        else:
+            dropped[entry.label] += 1
+            first_seen.setdefault(entry.label, entry.source)
+    vocabulary = LABEL_VOCABULARY[settings.format]
+    standard = {k: v for k, v in dropped.items() if vocabulary is not None and k in vocabulary}
+    if standard:
+        log.info("dropped by the label map: %s", ", ".join(f"{k} {v}" for k, v in sorted(standard.items())))
+    for label in sorted(set(dropped) - set(standard)):
+        kind = "label" if vocabulary is None else f"{settings.format} label"
+        log.warning(
+            "dropped %d utterance(s) with %s '%s' (first at %s): it is not in corpus.label_map%s",
+            dropped[label],
+            kind,
+            label,
+            first_seen[label],
+            "" if vocabulary is None else f" nor a standard {settings.format} label",
+        )
+    return kept, dropped
+
+
+def check_unique(entries: list[Entry]) -> None:
+    seen: dict[str, str] = {}
+    for entry in entries:
+        if entry.utt_id in seen:
+            raise CorpusError(f"{entry.source}: utterance '{entry.utt_id}' is also listed at {seen[entry.utt_id]}")
+        seen[entry.utt_id] = entry.source
+
+
+def audio_row(entry: Entry, settings: CorpusSettings) -> dict | str:
+    """The manifest row of `entry`, or why its audio is skipped (only with on_missing_audio: skip)."""
+    skip = settings.on_missing_audio == "skip"
+    if not entry.path.is_file():
+        if skip:
+            return f"{entry.utt_id}: its audio '{entry.path}' is missing"
+        raise AudioError(
+            f"{entry.source}: the audio file of '{entry.utt_id}' is missing ('{entry.path}'); restore it, or set "
+            "corpus.on_missing_audio: skip"
+        )
+    try:
+        info = audio_info(entry.path)
+    except TruncatedAudioError as err:
+        if skip:
+            return f"{entry.utt_id}: {err.detail}"
+        raise AudioError(f"{entry.source}: {err}; or set corpus.on_missing_audio: skip") from err
+    needs_conversion = check_format(entry.path, info, settings.sample_rate, settings.on_format_mismatch)
+    return {
+        "utt_id": entry.utt_id,
+        "path": str(entry.path),
+        "session": entry.session,
+        "speaker": entry.speaker,
+        "gender": entry.gender,
+        "emotion": settings.label_map[entry.label],
+        "dialog": entry.dialog,
+        "duration_s": round(info.duration_s, 6),
+        "corpus_split": entry.split,
+        "_needs_conversion": needs_conversion,
+    }
+
+
+def assemble(entries: list[Entry], settings: CorpusSettings) -> CorpusReading:
+    """The manifest (columns `MANIFEST_COLUMNS`, sorted by utt_id) of a reader's entries."""
+    check_unique(entries)
+    kept, dropped = apply_label_map(entries, settings)
+    rows, skipped = [], []
+    for entry in kept:
+        row = audio_row(entry, settings)
+        if isinstance(row, str):
+            log.warning("skipping %s", row)
+            skipped.append(row)
+        else:
+            rows.append(row)
+    if skipped:
+        log.warning("skipped %d labelled utterance(s) whose audio is missing or truncated", len(skipped))
+    if not rows:
+        raise CorpusError(
+            f"no utterance of '{settings.root}' is left after the label map {sorted(settings.label_map)}; "
+            "check corpus.root, corpus.format, corpus.classes and corpus.label_map"
+        )
+    frame = pd.DataFrame(rows).sort_values("utt_id", kind="stable").reset_index(drop=True)
+    converted = int(frame.pop("_needs_conversion").sum())
+    if converted:
+        log.warning(
+            "%d audio file(s) are not %d Hz mono; they are converted at load time", converted, settings.sample_rate
+        )
+    absent = [c for c in settings.classes if c not in set(frame["emotion"])]
+    if absent:
+        log.warning("no utterance of class(es) %s in the corpus", absent)
+    return CorpusReading(frame[MANIFEST_COLUMNS], dropped, skipped)
+
+
+def gender_of(word: str) -> str:
+    """'F' / 'M' from the spellings corpora use (F, female, Female, M, male …); '' when unknown."""
+    value = str(word).strip().lower()
+    if value in ("f", "female", "woman"):
+        return "F"
+    if value in ("m", "male", "man"):
+        return "M"
+    return ""
