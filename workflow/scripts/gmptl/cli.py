@@ -58,7 +58,7 @@ def add_predict(subparsers) -> None:
     )
     parser.add_argument("--model", required=True, help="a model folder or an experiment's results folder")
     parser.add_argument("--fold", type=int, help="with a results folder: use fold N's model only")
-    parser.add_argument("--output", help="TSV to write (default: standard output)")
+    parser.add_argument("-o", "--output", help="TSV to write (default: standard output)")
     parser.add_argument("--window", type=float, metavar="S", help="also score windows of S seconds")
     parser.add_argument("--hop", type=float, metavar="S", help="seconds between window starts (default: --window)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
