@@ -288,12 +288,14 @@ def test_windows_mode_gives_a_row_per_window_and_a_whole_file_row_with_their_mea
     assert len(short) == 2 and short.iloc[1]["end_s"] == pytest.approx(0.8)
 
 
-def test_bad_window_options_name_the_option(model_dir, tmp_path):
+def test_bad_window_and_device_options_name_the_option(model_dir, tmp_path):
     write_wav(tmp_path / "a.wav", 0.9)
     with pytest.raises(ConfigError, match="--hop 2.0 must be positive and at most --window 1.0"):
         predict_files(model_dir, [tmp_path / "a.wav"], window_s=1.0, hop_s=2.0)
     with pytest.raises(ConfigError, match="--hop needs --window"):
         predict_files(model_dir, [tmp_path / "a.wav"], hop_s=1.0)
+    with pytest.raises(ConfigError, match="--device gpu0 is not a torch device"):
+        predict_files(model_dir, [tmp_path / "a.wav"], device="gpu0")
 
 
 def test_the_console_script_runs_as_a_module_and_reports_a_bad_model_in_one_line(tmp_path):

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from .audio import load_audio, resampled_frames
 from .data import length_batches
-from .errors import AudioError, BackboneError, ConfigError
+from .errors import AudioError, BackboneError, ConfigError, TrainingError
 from .model import GmptlModel, load_model, min_samples
 from .runtime import autocast, resolve_device
 
@@ -88,6 +88,8 @@ def fold_models(exp_dir: Path) -> dict[int, Path]:
             fold = int(row["fold"])
         except (TypeError, ValueError):
             raise BackboneError(f"'{stages}' line {line + 2}: fold '{row['fold']}' is not a number") from None
+        if not isinstance(row["path"], str):
+            raise BackboneError(f"'{stages}' line {line + 2}: the stage2 row has no path")
         path = Path(row["path"]) if Path(row["path"]).is_absolute() else base / row["path"]
         if models.setdefault(fold, path) != path:
             raise BackboneError(f"'{stages}' lists two stage2 models for fold {fold}: '{models[fold]}' and '{path}'")
@@ -234,6 +236,16 @@ def ensemble_probs(predictor: Predictor, waves: list[np.ndarray], device: torch.
     return (total / len(predictor.models)).cpu().numpy()
 
 
+def pick_device(name: str) -> torch.device:
+    """`resolve_device` (auto → CUDA when present), with errors that name the command-line option."""
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: no CUDA device is visible; use --device auto or cpu")
+    try:
+        return resolve_device(name)
+    except TrainingError as err:
+        raise ConfigError(f"--device {name} is not a torch device (auto, cpu, cuda or cuda:N)") from err
+
+
 def check_windows(window_s: float | None, hop_s: float | None, predictor: Predictor) -> tuple[int, int] | None:
     """(window, hop) in samples, or None without windows; bad values are a `ConfigError` naming the option."""
     if window_s is None:
@@ -338,6 +350,8 @@ def predict_files(
 ) -> pd.DataFrame:
     """Score every recording in `inputs` with `model` (a `Predictor`, a model folder or an experiment's
     results folder, see `find_models`); the table's columns are described in the module docstring."""
+    if isinstance(model, Predictor) and fold is not None:
+        raise ValueError("predict_files: pass `fold` to load_predictor, not with a loaded Predictor")
     predictor = model if isinstance(model, Predictor) else load_predictor(model, fold)
     windows = check_windows(window_s, hop_s, predictor)
     recordings = []
@@ -360,7 +374,7 @@ def predict_files(
         log.info(
             "%d recording(s) last over %d s: scored whole; --window scores long recordings in pieces", long, LONG_S
         )
-    torch_device = resolve_device(device)
+    torch_device = pick_device(device)
     for m in predictor.models:
         m.to(torch_device)
     score_segments(
