@@ -56,14 +56,23 @@ def add_predict(subparsers) -> None:
             "[start_s, end_s,] duration_s, predicted, score_<class>..., error."
         ),
     )
-    parser.add_argument("--model", required=True, help="a model folder or an experiment's results folder")
-    parser.add_argument("--fold", type=int, help="with a results folder: use fold N's model only")
-    parser.add_argument("-o", "--output", help="TSV to write (default: standard output)")
+    parser.add_argument(
+        "--model", required=True, metavar="PATH", help="a model folder or an experiment's results folder"
+    )
+    parser.add_argument("--fold", type=int, metavar="N", help="with a results folder: use fold N's model only")
+    parser.add_argument("-o", "--output", metavar="FILE", help="TSV to write (default: standard output)")
     parser.add_argument("--window", type=float, metavar="S", help="also score windows of S seconds")
     parser.add_argument("--hop", type=float, metavar="S", help="seconds between window starts (default: --window)")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
-    parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"], help="on CUDA")
-    parser.add_argument("--batch-seconds", type=float, default=120.0, help="seconds of padded audio per batch")
+    parser.add_argument("--device", default="auto", metavar="D", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "bf16", "fp16", "fp32"],
+        help="autocast on CUDA (auto = bf16, as the pipeline)",
+    )
+    parser.add_argument(
+        "--batch-seconds", type=float, default=120.0, metavar="S", help="seconds of padded audio per batch"
+    )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files, folders, or @list.txt")
     parser.set_defaults(run=run_predict)
 
