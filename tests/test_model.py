@@ -1,10 +1,13 @@
-"""Heads, pooling, AM-Softmax and the model folder round trip."""
+"""Heads, pooling, AM-Softmax, and model folders: round trip, self-description, integrity, no pickle."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 import torch
 
+from gmptl.errors import BackboneError
 from gmptl.model import AMSoftmax, HeadSpec, Pooling, build_model, load_model, masked_mean, save_model, with_margin
 
 CLASSES = ["neu", "hap", "ang", "sad"]
@@ -65,8 +68,114 @@ def test_model_folder_round_trip_and_backbone_is_reusable(tmp_path, tiny_backbon
 
 
 def test_model_folder_without_metadata_is_a_clear_error(tmp_path):
-    from gmptl.errors import BackboneError
-
     (tmp_path / "m").mkdir()
-    with pytest.raises(BackboneError, match="has no model.json"):
+    with pytest.raises(BackboneError, match=r"model folder '.*m' has no model.json"):
         load_model(tmp_path / "m")
+
+
+@pytest.fixture
+def saved(tmp_path, tiny_backbone):
+    torch.manual_seed(0)
+    model = build_model(tiny_backbone, HeadSpec(CLASSES, "mean", "amsoftmax", 0.3, 20.0, gmp_heads={"L2_k8": 8}))
+    save_model(model, tmp_path / "m", {"stage": "stage2", "fold": 3}, sample_rate=8000)
+    return tmp_path / "m"
+
+
+def test_model_folder_describes_itself_and_keeps_no_pickle(saved):
+    meta = json.loads((saved / "model.json").read_text())
+    assert sorted(p.name for p in saved.iterdir()) == ["backbone", "heads.safetensors", "model.json"]
+    assert meta["spec"] == {
+        "classes": CLASSES,
+        "emotion_pooling": "mean",
+        "emotion_classifier": "amsoftmax",
+        "margin": 0.3,
+        "scale": 20.0,
+        "gender_pooling": None,
+        "gmp_heads": {"L2_k8": 8},
+    }
+    assert meta["audio"] == {
+        "sample_rate": 8000,
+        "channels": 1,
+        "frame_hop": 320,
+        "frame_rate": 25.0,
+        "input_normalization": False,
+        "min_samples": 400,
+    }
+    assert meta["backbone"] == {"folder": "backbone", "model_type": "hubert", "hidden_size": 32, "num_layers": 2}
+    assert meta["stage"] == "stage2" and meta["fold"] == 3
+    assert set(meta["files"]) == {
+        "heads.safetensors",
+        "backbone/config.json",
+        "backbone/model.safetensors",
+        "backbone/preprocessor_config.json",
+    }
+    assert json.loads((saved / "backbone" / "preprocessor_config.json").read_text())["sampling_rate"] == 8000
+
+
+def test_loading_never_calls_torch_load(saved, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("torch.load called while loading a model folder")
+
+    monkeypatch.setattr(torch, "load", refuse)
+    model, meta = load_model(saved)
+    assert model.emotion is not None and meta["audio"]["sample_rate"] == 8000
+
+
+def test_an_altered_heads_file_is_named(saved):
+    data = bytearray((saved / "heads.safetensors").read_bytes())
+    data[-1] ^= 0x01
+    (saved / "heads.safetensors").write_bytes(bytes(data))
+    with pytest.raises(BackboneError, match=r"'.*m/heads.safetensors' differs from the sha256 recorded in model.json"):
+        load_model(saved)
+
+
+def test_a_missing_backbone_file_is_named(saved):
+    (saved / "backbone" / "model.safetensors").unlink()
+    with pytest.raises(BackboneError, match=r"lacks 'backbone/model.safetensors' \(listed in model.json\)"):
+        load_model(saved)
+
+
+def test_a_missing_or_broken_model_json_is_named(saved):
+    (saved / "model.json").write_text("{not json")
+    with pytest.raises(BackboneError, match=r"'.*m/model.json' is not valid JSON"):
+        load_model(saved)
+    (saved / "model.json").unlink()
+    with pytest.raises(BackboneError, match="has no model.json"):
+        load_model(saved)
+
+
+def test_a_pickled_weight_file_beside_the_backbone_is_refused(saved):
+    torch.save({"w": torch.zeros(1)}, saved / "backbone" / "pytorch_model.bin")
+    with pytest.raises(BackboneError, match=r"pytorch_model.bin' is a pickled weight file; gmptl loads safetensors"):
+        load_model(saved)
+
+
+class RunsCode:
+    def __reduce__(self):
+        return (exec, ("import pathlib; pathlib.Path('PWNED').write_text('ran')",))
+
+
+def test_a_pre_safetensors_folder_loads_plain_weights_but_never_runs_pickled_code(saved, monkeypatch, tmp_path):
+    from safetensors.torch import load_file
+
+    reference, _ = load_model(saved)
+    meta = json.loads((saved / "model.json").read_text())
+    legacy = {k: v for k, v in meta.items() if k not in ("format", "files", "audio", "backbone")}
+    (saved / "model.json").write_text(json.dumps(legacy))
+    torch.save(load_file(saved / "heads.safetensors"), saved / "heads.pt")
+    (saved / "heads.safetensors").unlink()
+    model, loaded_meta = load_model(saved)
+    torch.testing.assert_close(model.state_dict(), reference.state_dict())
+    assert loaded_meta["audio"] == {"sample_rate": 8000}  # from the backbone's preprocessor config
+
+    monkeypatch.chdir(tmp_path)
+    torch.save({"emotion.classifier.weight": RunsCode()}, saved / "heads.pt")  # torch.load(weights_only=False) runs it
+    with pytest.raises(BackboneError, match=r"heads.pt' cannot be read as plain weights"):
+        load_model(saved)
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_metadata_cannot_overwrite_the_model_description(tmp_path, tiny_backbone):
+    model = build_model(tiny_backbone, HeadSpec(CLASSES, "mean"))
+    with pytest.raises(ValueError, match=r"metadata keys \['files'\] are reserved"):
+        save_model(model, tmp_path / "m", {"files": {}})

@@ -1,0 +1,314 @@
+"""`gmptl predict`: agreement with the pipeline's predictions, ensembles, any audio format, bad input, windows."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+import soxr
+import torch
+from conftest import ROOT, balanced_sessions, write_tree, write_wav
+
+from gmptl.cli import main
+from gmptl.config import experiment_settings, validate_config
+from gmptl.corpus import build_manifest
+from gmptl.errors import BackboneError, ConfigError
+from gmptl.folds import fold_table, make_folds
+from gmptl.model import HeadSpec, build_model, save_model
+from gmptl.predict import expand_inputs, load_predictor, predict_files, window_bounds
+
+CLASSES = ["neu", "hap", "ang", "sad"]
+SCORES = [f"score_{c}" for c in CLASSES]
+
+
+def random_model(backbone: str, out, seed: int) -> None:
+    """A stage-2 style model folder with random (but not tiny) head weights."""
+    torch.manual_seed(seed)
+    model = build_model(backbone, HeadSpec(CLASSES, "mean", "linear"))
+    with torch.no_grad():
+        for p in model.head_parameters():
+            p.normal_(0, 1.0)
+    save_model(model, out, {"stage": "stage2"}, sample_rate=16000)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tiny_backbone, tmp_path_factory):
+    out = tmp_path_factory.mktemp("predict") / "model"
+    random_model(tiny_backbone, out, seed=1)
+    return out
+
+
+def voice_like(seconds: float, seed: int, rate: int = 16000) -> np.ndarray:
+    """Band-limited (< 4 kHz) test audio, so a resampled copy keeps all of it."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    freqs, phases = rng.uniform(100, 4000, 24), rng.uniform(0, 2 * np.pi, 24)
+    envelope = 0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(1, 4) * t)
+    wave = envelope * np.sin(2 * np.pi * freqs[:, None] * t + phases[:, None]).sum(0)
+    return (0.3 * wave / np.abs(wave).max()).astype(np.float32)
+
+
+# --- agreement with the pipeline ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def experiment(tiny_backbone, tmp_path_factory):
+    """A workdir with results/myexp/: fold 1's trained stage-2 model, its predictions.tsv, stages.tsv."""
+    from gmptl.jobs import run_evaluation, run_training
+
+    work = tmp_path_factory.mktemp("work")
+    root = write_tree(work / "IEMOCAP_full_release", balanced_sessions(n_sessions=3, per_class=2), seconds=0.8)
+    label_map = {"neu": "neu", "hap": "hap", "exc": "hap", "ang": "ang", "sad": "sad"}
+    manifest = build_manifest(root, [1, 2, 3], label_map, CLASSES)
+    manifest.to_csv(work / "manifest.tsv", sep="\t", index=False)
+    make_folds(manifest, "speaker").to_csv(work / "folds.tsv", sep="\t", index=False)
+    config = validate_config(
+        {
+            "corpus": {"root": str(root), "sessions": [1, 2, 3]},
+            "backbone": tiny_backbone,
+            "train": {"epochs": 1, "batch_size": 4, "lr": 1e-3, "head_lr": 3e-3, "max_crop_s": 0.6},
+        }
+    )
+    exp = work / "results" / "myexp"
+    paths = {"manifest_path": str(work / "manifest.tsv"), "folds_path": str(work / "folds.tsv"), "fold": 1}
+    run_training(
+        "stage2",
+        **paths,
+        settings=experiment_settings(config, "gmp_tl"),
+        corpus=config["corpus"],
+        runtime={"device": "cpu", "precision": "auto"},
+        init_model=None,
+        gmp_paths={},
+        out_dir=str(exp / "fold1" / "stage2"),
+        state_dir=str(exp / "fold1" / "stage2.resume"),
+    )
+    run_evaluation(
+        **paths,
+        model_dir=str(exp / "fold1" / "stage2"),
+        corpus=config["corpus"],
+        runtime={"device": "cpu", "precision": "auto"},
+        batch_seconds=3.0,  # several batches, so batching differs from predict's
+        predictions_path=str(exp / "fold1" / "predictions.tsv"),
+        metrics_path=str(exp / "fold1" / "metrics.tsv"),
+    )
+    pd.DataFrame(
+        [
+            {"stage": "mtl", "fold": 1, "path": "results/myexp/fold1/mtl", "id": "x"},
+            {"stage": "stage2", "fold": 1, "path": "results/myexp/fold1/stage2", "id": "y"},
+        ]
+    ).to_csv(exp / "stages.tsv", sep="\t", index=False)
+    table = fold_table(pd.read_csv(work / "folds.tsv", sep="\t"), manifest, 1)
+    return exp, table[table["split"] == "test"]
+
+
+def test_predict_with_a_fold_reproduces_that_folds_predictions(experiment, monkeypatch, tmp_path):
+    exp, test = experiment
+    monkeypatch.chdir(tmp_path)  # stages.tsv paths resolve against the folder holding results/, not the CWD
+    table = predict_files(exp, list(test["path"]), fold=1, batch_seconds=7.0)
+    expected = pd.read_csv(exp / "fold1" / "predictions.tsv", sep="\t").set_index("utt_id")
+    got = table.assign(utt_id=table["path"].map(dict(zip(test["path"], test["utt_id"], strict=True))))
+    got = got.set_index("utt_id").loc[expected.index]
+    assert len(got) == len(test) == len(expected) > 0 and got["error"].isna().all()
+    np.testing.assert_allclose(got[SCORES].to_numpy(), expected[SCORES].to_numpy(), atol=1e-4, rtol=0)
+    assert (got["predicted"] == expected["predicted"]).all()
+    np.testing.assert_allclose(got["duration_s"], test.set_index("utt_id").loc[expected.index, "duration_s"], 1e-3)
+
+
+def test_predicting_a_stage1_model_or_an_unknown_fold_is_a_clear_error(experiment, tmp_path, tiny_backbone):
+    exp, test = experiment
+    with pytest.raises(BackboneError, match=r"stages.tsv' has no stage2 model of fold 3 \(folds: \[1\]\)"):
+        load_predictor(exp, fold=3)
+    save_model(build_model(tiny_backbone, HeadSpec(CLASSES, None, gmp_heads={"L1_k4": 4})), tmp_path / "s1", {})
+    with pytest.raises(BackboneError, match="has no emotion head"):
+        load_predictor(tmp_path / "s1")
+    with pytest.raises(BackboneError, match="neither a model folder .* nor an experiment's results folder"):
+        load_predictor(tmp_path)
+
+
+def test_stages_file_without_a_path_column_is_named(tmp_path):
+    (tmp_path / "exp").mkdir()
+    (tmp_path / "exp" / "stages.tsv").write_text("stage\tfold\nstage2\t1\n")
+    with pytest.raises(BackboneError, match=r"stages.tsv' lacks column\(s\) \['path'\]"):
+        load_predictor(tmp_path / "exp")
+
+
+# --- which model: ensemble, single fold, deploy -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_folds(tiny_backbone, tmp_path_factory):
+    """results/exp with two fold models (one listed by an absolute path), and three recordings."""
+    work = tmp_path_factory.mktemp("ensemble")
+    exp = work / "results" / "exp"
+    random_model(tiny_backbone, exp / "fold1" / "stage2", seed=1)
+    random_model(tiny_backbone, exp / "fold2" / "stage2", seed=2)
+    rows = "stage\tfold\tpath\nstage1\t1\tresults/exp/fold1/stage1\nstage2\t1\tresults/exp/fold1/stage2\n"
+    (exp / "stages.tsv").write_text(rows + f"stage2\t2\t{exp / 'fold2' / 'stage2'}\n")
+    (work / "audio").mkdir()
+    for i, seconds in enumerate((0.7, 1.3, 2.1)):
+        sf.write(work / "audio" / f"r{i}.wav", voice_like(seconds, i), 16000)
+    return exp, sorted((work / "audio").glob("*.wav"))
+
+
+def test_a_results_folder_without_fold_is_the_mean_of_its_fold_models(two_folds, caplog):
+    exp, wavs = two_folds
+    caplog.set_level("INFO", logger="gmptl")
+    ensemble = predict_files(exp, wavs)
+    assert "ensemble (mean probability) of folds [1, 2]" in caplog.text
+    one, two = (predict_files(exp, wavs, fold=f) for f in (1, 2))
+    np.testing.assert_allclose(ensemble[SCORES], (one[SCORES] + two[SCORES]) / 2, atol=1e-6)
+    assert not np.allclose(one[SCORES], two[SCORES], atol=1e-2)  # the folds do differ
+    np.testing.assert_allclose(ensemble[SCORES].sum(axis=1), 1.0, atol=1e-5)
+    best = ensemble[SCORES].to_numpy().argmax(axis=1)
+    assert list(ensemble["predicted"]) == [CLASSES[i] for i in best]
+
+
+def test_a_deploy_model_is_preferred_and_announced(two_folds, tiny_backbone, tmp_path, caplog):
+    exp, wavs = two_folds
+    copy = tmp_path / "results" / "exp"
+    copy.mkdir(parents=True)
+    (copy / "stages.tsv").write_text((exp / "stages.tsv").read_text())
+    random_model(tiny_backbone, copy / "deploy", seed=3)
+    caplog.set_level("INFO", logger="gmptl")
+    deployed = predict_files(copy, wavs[:1])
+    assert f"the deployed model '{copy / 'deploy'}'" in caplog.text
+    direct = predict_files(copy / "deploy", wavs[:1])
+    np.testing.assert_allclose(deployed[SCORES], direct[SCORES], atol=0)
+    with pytest.raises(ConfigError, match="--fold picks a model of an experiment's results folder"):
+        predict_files(copy / "deploy", wavs[:1], fold=1)
+
+
+# --- audio formats and bad input ---------------------------------------------------------------
+
+
+def test_a_stereo_44k_copy_scores_like_the_original(model_dir, tmp_path):
+    wave = voice_like(1.7, seed=7)
+    sf.write(tmp_path / "orig.wav", wave, 16000, subtype="PCM_16")
+    decoded, _ = sf.read(tmp_path / "orig.wav", dtype="float32")
+    high = soxr.resample(decoded, 16000, 44100, quality="VHQ")
+    sf.write(tmp_path / "stereo.flac", np.stack([high, high], axis=1), 44100, subtype="PCM_24")
+    sf.write(tmp_path / "other.wav", voice_like(1.7, seed=8), 16000, subtype="PCM_16")
+    table = predict_files(model_dir, [tmp_path / "orig.wav", tmp_path / "stereo.flac", tmp_path / "other.wav"])
+    orig, stereo, other = table[SCORES].to_numpy()
+    assert abs(table["duration_s"][1] - table["duration_s"][0]) < 1e-4
+    np.testing.assert_allclose(stereo, orig, atol=5e-4)
+    assert np.abs(other - orig).max() > 2e-2  # a different recording scores differently
+
+
+def test_a_folder_with_a_corrupt_file_predicts_the_rest_names_it_and_fails(model_dir, tmp_path, capsys):
+    folder = tmp_path / "clips"
+    for i in range(3):
+        write_wav(folder / "sub" / f"good{i}.wav", 0.6 + 0.3 * i, seed=i)
+    (folder / "broken.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot really")
+    (folder / "empty.wav").write_bytes(b"")
+    (folder / "notes.txt").write_text("not audio, not searched\n")
+    (folder / "._good0.wav").write_bytes(b"macOS metadata")
+    code = main(["predict", "--model", str(model_dir), "--output", str(tmp_path / "out.tsv"), str(folder)])
+    err = capsys.readouterr().err
+    table = pd.read_csv(tmp_path / "out.tsv", sep="\t")
+    assert code == 1
+    assert list(table.columns) == ["path", "duration_s", "predicted", *SCORES, "error"]
+    expected = [*folder.rglob("good*.wav"), folder / "broken.wav", folder / "empty.wav"]
+    assert sorted(table["path"]) == sorted(map(str, expected))
+    good = table[table["error"].isna()]
+    assert len(good) == 3 and good[SCORES].notna().all().all()
+    bad = table.set_index("path")["error"]
+    assert "cannot be read as audio" in bad[str(folder / "broken.wav")]
+    assert "empty (0 bytes)" in bad[str(folder / "empty.wav")]
+    assert f"skipped '{folder / 'broken.wav'}'" in err and f"skipped '{folder / 'empty.wav'}'" in err
+    assert "2 input(s) failed" in err
+
+
+def test_all_good_input_exits_zero_and_writes_stdout(model_dir, tmp_path, capsys):
+    write_wav(tmp_path / "a.wav", 0.9)
+    assert main(["predict", "--model", str(model_dir), str(tmp_path / "a.wav")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split("\t") == ["path", "duration_s", "predicted", *SCORES, "error"] and len(out) == 2
+
+
+def test_list_files_missing_paths_and_too_short_files_are_reported(model_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_wav(tmp_path / "a.wav", 0.9)
+    write_wav(tmp_path / "tiny.wav", 0.01)
+    (tmp_path / "list.txt").write_text("# my clips\na.wav\n\ngone.wav\ntiny.wav\n")
+    table = predict_files(model_dir, ["@list.txt", "@nolist.txt", "a.wav"]).set_index("path")
+    assert list(table.index) == ["a.wav", "gone.wav", "tiny.wav", "@nolist.txt"]  # duplicates scored once
+    assert table.loc["a.wav", "error"] != table.loc["a.wav", "error"]  # NaN: no error
+    assert table.loc["gone.wav", "error"] == "the file does not exist"
+    assert "10.0 ms long; the model needs at least 25.0 ms" in table.loc["tiny.wav", "error"]
+    assert "the list file cannot be read" in table.loc["@nolist.txt", "error"]
+
+
+def test_folders_are_searched_for_every_format_soundfile_reads(tmp_path):
+    (tmp_path / "a").mkdir()
+    sf.write(tmp_path / "a" / "x.flac", np.zeros(800), 16000)
+    sf.write(tmp_path / "a" / "y.OGG", np.zeros(8000), 16000, format="OGG")
+    sf.write(tmp_path / "a" / "z.aiff", np.zeros(800), 16000)
+    (tmp_path / "a" / "w.mp4").write_bytes(b"")
+    found = [p for p, _ in expand_inputs([tmp_path / "a"])]
+    assert found == [str(tmp_path / "a" / n) for n in ("x.flac", "y.OGG", "z.aiff")]
+    assert expand_inputs([tmp_path / "a" / "w.mp4"]) == [(str(tmp_path / "a" / "w.mp4"), None)]  # named: tried
+    (tmp_path / "b").mkdir()
+    assert expand_inputs([tmp_path / "b"]) == [(str(tmp_path / "b"), "the folder holds no audio file")]
+
+
+# --- windows -----------------------------------------------------------------------------------
+
+
+def test_window_bounds_cover_the_recording_and_end_at_its_end():
+    assert window_bounds(100, 40, 20) == [(0, 40), (20, 60), (40, 80), (60, 100)]
+    assert window_bounds(110, 40, 30) == [(0, 40), (30, 70), (60, 100), (70, 110)]
+    assert window_bounds(30, 40, 20) == [(0, 30)]
+    assert window_bounds(40, 40, 20) == [(0, 40)]
+
+
+def test_windows_mode_gives_a_row_per_window_and_a_whole_file_row_with_their_mean(model_dir, tmp_path):
+    halves = [voice_like(1.75, seed=3), 0.1 * np.random.default_rng(3).standard_normal(28000).astype(np.float32)]
+    sf.write(tmp_path / "long.wav", np.concatenate(halves), 16000)  # windows that differ
+    sf.write(tmp_path / "short.wav", voice_like(0.8, seed=4), 16000)
+    table = predict_files(model_dir, [tmp_path / "long.wav", tmp_path / "short.wav"], window_s=1.0, hop_s=0.5)
+    assert list(table.columns) == ["path", "start_s", "end_s", "duration_s", "predicted", *SCORES, "error"]
+    long = table[table["path"] == str(tmp_path / "long.wav")]
+    whole, windows = long.iloc[0], long.iloc[1:]
+    assert np.isnan(whole["start_s"]) and np.isnan(whole["end_s"]) and whole["duration_s"] == pytest.approx(3.5)
+    assert list(windows["start_s"]) == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]
+    assert list(windows["end_s"]) == [1.0, 1.5, 2.0, 2.5, 3.0, 3.5]
+    np.testing.assert_allclose(whole[SCORES].to_numpy(float), windows[SCORES].mean().to_numpy(), atol=1e-6)
+    single = predict_files(model_dir, [tmp_path / "long.wav"])
+    sf.write(tmp_path / "piece.wav", sf.read(tmp_path / "long.wav", dtype="float32")[0][8000:24000], 16000)
+    piece = predict_files(model_dir, [tmp_path / "piece.wav"])  # a window scores like a file of its audio
+    np.testing.assert_allclose(windows.iloc[1][SCORES].to_numpy(float), piece.iloc[0][SCORES].to_numpy(float), 1e-4)
+    assert not np.allclose(single[SCORES].to_numpy(float), whole[SCORES].to_numpy(float), atol=1e-2)  # a mean
+    short = table[table["path"] == str(tmp_path / "short.wav")]
+    assert len(short) == 2 and short.iloc[1]["end_s"] == pytest.approx(0.8)
+
+
+def test_bad_window_and_device_options_name_the_option(model_dir, tmp_path):
+    write_wav(tmp_path / "a.wav", 0.9)
+    with pytest.raises(ConfigError, match="--hop 2.0 must be positive and at most --window 1.0"):
+        predict_files(model_dir, [tmp_path / "a.wav"], window_s=1.0, hop_s=2.0)
+    with pytest.raises(ConfigError, match="--hop needs --window"):
+        predict_files(model_dir, [tmp_path / "a.wav"], hop_s=1.0)
+    with pytest.raises(ConfigError, match="--device gpu0 is not a torch device"):
+        predict_files(model_dir, [tmp_path / "a.wav"], device="gpu0")
+
+
+def test_the_console_script_runs_as_a_module_and_reports_a_bad_model_in_one_line(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT / "workflow" / "scripts")}
+    result = subprocess.run(
+        [sys.executable, "-m", "gmptl.cli", "predict", "--model", str(tmp_path), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip().splitlines() == [
+        f"gmptl predict: '{tmp_path}' is neither a model folder (no model.json) nor an experiment's results folder "
+        "(no stages.tsv)"
+    ]

@@ -1,0 +1,129 @@
+"""The `gmptl` console script: the user-facing commands outside Snakemake.
+
+Each subcommand is one `add_<name>(subparsers)` function that builds its parser and sets `run`
+(a function of the parsed arguments returning the exit status); list it in `COMMANDS`.
+Exit status: 0 success, 1 some inputs failed (the rest is written), 2 bad arguments or nothing could run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import sys
+from collections.abc import Callable, Iterator
+
+from .errors import GmptlError
+from .fileio import atomic_path
+
+log = logging.getLogger("gmptl")
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from .predict import predict_files  # torch and transformers load only when a command needs them
+
+    table = predict_files(
+        args.model,
+        args.inputs,
+        fold=args.fold,
+        window_s=args.window,
+        hop_s=args.hop,
+        device=args.device,
+        precision=args.precision,
+        batch_seconds=args.batch_seconds,
+        progress=sys.stderr.isatty(),
+    )
+    if args.output:
+        with atomic_path(args.output) as tmp:
+            table.to_csv(tmp, sep="\t", index=False, float_format="%.6f")
+    else:
+        table.to_csv(sys.stdout, sep="\t", index=False, float_format="%.6f")
+    whole = table[table["start_s"].isna()] if "start_s" in table else table  # one row per input
+    failed = int(whole["error"].notna().sum())
+    log.info("predicted %d of %d input(s)", len(whole) - failed, len(whole))
+    if failed:
+        log.warning("%d input(s) failed; their reasons are above and in the 'error' column", failed)
+    return 1 if failed else 0
+
+
+def add_predict(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "predict",
+        help="emotion scores for recordings with a trained model",
+        description=(
+            "Score recordings with a model folder, or with an experiment's results folder (its deploy/ model, "
+            "fold N's model with --fold, else the mean probability of its fold models). Writes a TSV: path, "
+            "[start_s, end_s,] duration_s, predicted, score_<class>..., error."
+        ),
+    )
+    parser.add_argument(
+        "--model", required=True, metavar="PATH", help="a model folder or an experiment's results folder"
+    )
+    parser.add_argument("--fold", type=int, metavar="N", help="with a results folder: use fold N's model only")
+    parser.add_argument("-o", "--output", metavar="FILE", help="TSV to write (default: standard output)")
+    parser.add_argument("--window", type=float, metavar="S", help="also score windows of S seconds")
+    parser.add_argument("--hop", type=float, metavar="S", help="seconds between window starts (default: --window)")
+    parser.add_argument("--device", default="auto", metavar="D", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "bf16", "fp16", "fp32"],
+        help="autocast on CUDA (auto = bf16, as the pipeline)",
+    )
+    parser.add_argument(
+        "--batch-seconds", type=float, default=120.0, metavar="S", help="seconds of padded audio per batch"
+    )
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files, folders, or @list.txt")
+    parser.set_defaults(run=run_predict)
+
+
+COMMANDS: list[Callable] = [add_predict]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gmptl", description="GMP-TL speech emotion recognition tools.")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in COMMANDS:
+        add(subparsers)
+    return parser
+
+
+def quiet_libraries() -> None:
+    """Keep transformers and the hub from printing progress bars and notices on stderr."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        return
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
+@contextlib.contextmanager
+def messages_on_stderr(command: str) -> Iterator[None]:
+    """gmptl's log messages (INFO and up) on stderr as `gmptl <command>: message` while a command runs."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"gmptl {command}: %(message)s"))
+    saved = log.level, log.propagate
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.level, log.propagate = saved
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    quiet_libraries()
+    with messages_on_stderr(args.command):
+        try:
+            return args.run(args)
+        except GmptlError as err:
+            log.error("%s", err)
+            return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
