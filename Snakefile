@@ -30,5 +30,5 @@ include: "workflow/rules/evaluate.smk"
 
 rule all:
     input:
-        all_targets(),
+        all_targets,
     default_target: True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import pandas as pd
 import pytest
@@ -316,8 +317,13 @@ def test_fingerprint_changes_with_the_corpus_and_only_then(tree):
     label_file.write_text(label_file.read_text() + "\n")
     third = corpus_fingerprint(settings)
     assert third != second
+    os.utime(wav, (1, 1))  # a copy or a touch: same content, new mtime → no rebuild downstream
+    assert corpus_fingerprint(settings) == third
+    label_file.write_text(label_file.read_text().replace("\tneu\t", "\tang\t", 1))  # same size, new label
+    fourth = corpus_fingerprint(settings)
+    assert fourth != third
     wav.unlink()
-    assert corpus_fingerprint(settings) != third
+    assert corpus_fingerprint(settings) != fourth
     assert corpus_fingerprint(CorpusSettings.from_config({"root": str(tree / "not_built_yet")})) == "absent"
 
 

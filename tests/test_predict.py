@@ -21,6 +21,8 @@ from gmptl.errors import BackboneError, ConfigError
 from gmptl.folds import fold_table, make_folds
 from gmptl.model import HeadSpec, build_model, save_model
 from gmptl.predict import expand_inputs, load_predictor, predict_files, window_bounds
+from gmptl.recipes import experiment_stages
+from gmptl.settings import RuntimeSettings
 
 CLASSES = ["neu", "hap", "ang", "sad"]
 SCORES = [f"score_{c}" for c in CLASSES]
@@ -76,12 +78,11 @@ def experiment(tiny_backbone, tmp_path_factory):
     )
     exp = work / "results" / "myexp"
     paths = {"manifest_path": str(work / "manifest.tsv"), "folds_path": str(work / "folds.tsv"), "fold": 1}
+    recipe = experiment_stages(config, experiment_settings(config, "finetune"))["stage2"].recipe
     run_training(
-        "stage2",
+        recipe,
         **paths,
-        settings=experiment_settings(config, "gmp_tl"),
-        corpus=config["corpus"],
-        runtime={"device": "cpu", "precision": "auto"},
+        runtime=RuntimeSettings(device="cpu"),
         init_model=None,
         gmp_paths={},
         out_dir=str(exp / "fold1" / "stage2"),
@@ -90,9 +91,7 @@ def experiment(tiny_backbone, tmp_path_factory):
     run_evaluation(
         **paths,
         model_dir=str(exp / "fold1" / "stage2"),
-        corpus=config["corpus"],
-        runtime={"device": "cpu", "precision": "auto"},
-        batch_seconds=3.0,  # several batches, so batching differs from predict's
+        runtime=RuntimeSettings(device="cpu", eval_batch_seconds=3.0),  # several batches, unlike predict's
         predictions_path=str(exp / "fold1" / "predictions.tsv"),
         metrics_path=str(exp / "fold1" / "metrics.tsv"),
     )

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import job_counts, snakemake
+from conftest import ROOT, job_counts, snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -239,3 +242,27 @@ def test_adding_a_k_plans_no_feature_or_multitask_job(demo_run):
     assert counts["fit_kmeans"] == 2 * 3  # (L1, L2) × k16 × 3 folds: the new k only
     assert "extract_features" not in counts and not planned_outputs(plan.output, "mtl")
     assert all(re.search(r"_k16\.h5$", path) for path in planned_outputs(plan.output, "gmp"))
+
+
+def gmptl_cli(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT / "workflow" / "scripts")}
+    command = [sys.executable, "-m", "gmptl.cli", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=workdir)
+
+
+def test_cache_lists_and_prunes_only_unused_stage_outputs(demo_run):
+    workdir, configs = demo_run
+    files = [str(ROOT / c) if not Path(c).is_absolute() else c for c in configs]
+    unused = workdir / "results" / "cache" / "stage2" / "0123456789ab"
+    (unused / "fold1").mkdir(parents=True)
+    (unused / "fold1" / "weights.bin").write_bytes(b"x" * 5000)
+    listing = gmptl_cli(workdir, "cache", "list", "--configfile", *files)
+    assert listing.returncode == 0, listing.stderr
+    assert re.search(r"stage2\s+0123456789ab\s+4\.9 KiB\s+-  \(unused\)", listing.stdout), listing.stdout
+    assert re.search(r"mtl\s+[0-9a-f]{12}\s+.*gmp_tl", listing.stdout)
+    dry = gmptl_cli(workdir, "cache", "prune", "--configfile", *files)
+    assert dry.returncode == 0 and "would delete" in dry.stdout and unused.exists()
+    assert dry.stdout.count("would delete") == 1  # only the unused folder
+    pruned = gmptl_cli(workdir, "cache", "prune", "--yes", "--configfile", *files)
+    assert pruned.returncode == 0 and not unused.exists()
+    assert "Nothing to be done" in snakemake(workdir, "-n", configs=configs).output  # everything used is kept

@@ -8,6 +8,8 @@
 
 from gmptl import recipes
 from gmptl.config import experiment_settings, result_settings
+from gmptl.corpus import CorpusSettings, corpus_fingerprint
+from gmptl.protocols import expected_fold_ids
 
 EXPERIMENTS = {name: experiment_settings(config, name) for name in config["experiments"]}
 SEEDS = {name: recipes.experiment_seeds(config, settings) for name, settings in EXPERIMENTS.items()}
@@ -19,7 +21,9 @@ PLANS = {
 }
 STAGES = recipes.catalog(PLANS)
 DATA = recipes.data_recipe(config)
-FOLDS = sorted(config["corpus"]["sessions"])
+# Fold ids known from the config (IEMOCAP sessions/speakers, kfold, predefined); None: read from
+# results/folds.tsv once the checkpoint make_folds has run (e.g. leave-one-speaker-out on RAVDESS).
+KNOWN_FOLDS = expected_fold_ids(config["corpus"], config["folds"])
 DEMO = config["demo"]["enabled"]
 CORPUS_ROOT = config["corpus"]["root"]
 ENV = "../../envs/gmptl.yaml"
@@ -94,6 +98,22 @@ def bulky(path):
     return path if config["keep_features"] else temp(path)
 
 
+def fold_ids():
+    """The folds of this run (from the config, or from results/folds.tsv after the checkpoint)."""
+    if KNOWN_FOLDS is not None:
+        return KNOWN_FOLDS
+    import pandas as pd
+
+    folds = pd.read_csv(checkpoints.make_folds.get().output.folds, sep="\t", usecols=["fold"])
+    return sorted(int(fold) for fold in folds["fold"].unique())
+
+
+def corpus_state():
+    """What the manifest is read from: the demo corpus is a rule output (tracked by Snakemake); a real corpus
+    is fingerprinted (label files by content, audio by size), so editing it rebuilds the manifest."""
+    return "demo" if DEMO else corpus_fingerprint(CorpusSettings.from_config(config["corpus"]))
+
+
 def corpus_input(wildcards):
     """The demo corpus folder when the workflow builds it; a real corpus is read, not tracked."""
     return [CORPUS_ROOT] if DEMO else []
@@ -101,7 +121,7 @@ def corpus_input(wildcards):
 
 def runs(exp):
     """(seed, fold) of every run of an experiment."""
-    return [(seed, fold) for seed in SEEDS[exp] for fold in FOLDS]
+    return [(seed, fold) for seed in SEEDS[exp] for fold in fold_ids()]
 
 
 def run_folder(exp, seed, fold):
@@ -124,7 +144,7 @@ def stage2_model(wildcards):
 
 def stage_rows(wildcards):
     """The rows of results/<exp>/stages.tsv: every cached output of every (seed, fold) run."""
-    return [row for seed in SEEDS[wildcards.exp] for row in recipes.experiment_rows(PLANS[(wildcards.exp, seed)], FOLDS, seed)]
+    return [row for seed in SEEDS[wildcards.exp] for row in recipes.experiment_rows(PLANS[(wildcards.exp, seed)], fold_ids(), seed)]
 
 
 def run_keys(wildcards):
@@ -162,7 +182,7 @@ def experiment_models(exp):
         for seed in SEEDS[exp]
         for kind, stage in PLANS[(exp, seed)].items()
         if kind in recipes.MODEL_KINDS
-        for fold in FOLDS
+        for fold in fold_ids()
     }
 
 
@@ -171,7 +191,7 @@ def stage_models(wildcards):
     return experiment_models(wildcards.exp)
 
 
-def all_targets():
+def all_targets(wildcards):
     targets = ["results/manifest.tsv", "results/manifest_counts.tsv", "results/folds.tsv"]
     targets += ["results/comparison.tsv", "results/comparison.html"]
     for name in EXPERIMENTS:

@@ -9,7 +9,7 @@ if DEMO:
             corpus=directory(CORPUS_ROOT),
         params:
             demo=config["demo"],
-            sessions=FOLDS,
+            sessions=config["corpus"]["sessions"],
         log:
             "results/logs/make_demo_corpus.log",
         conda:
@@ -26,6 +26,7 @@ rule build_manifest:
         counts="results/manifest_counts.tsv",
     params:
         corpus=DATA["corpus"],
+        corpus_state=corpus_state(),
     log:
         "results/logs/build_manifest.log",
     conda:
@@ -34,7 +35,7 @@ rule build_manifest:
         "../scripts/build_manifest.py"
 
 
-rule make_folds:
+checkpoint make_folds:
     input:
         manifest="results/manifest.tsv",
     output:

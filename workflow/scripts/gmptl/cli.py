@@ -77,7 +77,42 @@ def add_predict(subparsers) -> None:
     parser.set_defaults(run=run_predict)
 
 
-COMMANDS: list[Callable] = [add_predict]
+def run_cache(args: argparse.Namespace) -> int:
+    from .cache import cache_entries, format_entries, human_bytes, load_config, prune
+
+    entries = cache_entries(args.directory, load_config(args.configfile))
+    if args.action == "list":
+        print(format_entries(entries))
+        return 0
+    unused = prune(entries, delete=args.yes)
+    for entry in unused:
+        print(f"{'deleted' if args.yes else 'would delete'} {entry.path} ({human_bytes(entry.bytes)})")
+    total = human_bytes(sum(entry.bytes for entry in unused))
+    if args.yes:
+        log.info("deleted %d unused stage output(s), %s", len(unused), total)
+    else:
+        log.info("%d unused stage output(s), %s; nothing deleted (dry run): add --yes to delete", len(unused), total)
+    return 0
+
+
+def add_cache(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "cache",
+        help="list or prune cached stage outputs (results/cache) that no configured experiment uses",
+        description=(
+            "The configured experiments are read as snakemake reads them: the workflow's config.yaml, then each "
+            "--configfile merged over it. 'list' shows every cached stage output with its size and the experiments "
+            "using it; 'prune' deletes the unused ones (a dry run unless --yes)."
+        ),
+    )
+    parser.add_argument("action", choices=["list", "prune"])
+    parser.add_argument("--configfile", nargs="*", default=[], metavar="FILE", help="as given to snakemake")
+    parser.add_argument("-d", "--directory", default=".", metavar="DIR", help="working directory holding results/")
+    parser.add_argument("--yes", action="store_true", help="prune: really delete")
+    parser.set_defaults(run=run_cache)
+
+
+COMMANDS: list[Callable] = [add_predict, add_cache]
 
 
 def build_parser() -> argparse.ArgumentParser:

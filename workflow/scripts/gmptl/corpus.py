@@ -135,11 +135,16 @@ def full_release_differences(manifest: pd.DataFrame) -> list[str]:
     return notes
 
 
-def corpus_fingerprint(settings: CorpusSettings) -> str:
-    """A cheap fingerprint of the files the reader reads: path, size and mtime of each label and audio file.
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff", ".opus"}
 
-    It changes when a file is added, removed, replaced or edited (no file is opened, so 10k files take
-    well under a second). A root that does not exist yet (the demo builds it) has the fingerprint 'absent'.
+
+def corpus_fingerprint(settings: CorpusSettings) -> str:
+    """A cheap fingerprint of the files the reader reads: label files by content, audio files by path and size.
+
+    It changes when a file is added, removed, truncated or replaced by one of another size, or when a label
+    file is edited. Audio modification times are left out on purpose: copying a corpus (or touching its
+    files) must not retrain every stage downstream of the manifest. 10k audio files take well under a
+    second (no audio file is opened). A root that does not exist yet (the demo builds it) gives 'absent'.
     """
     if not settings.root.is_dir():
         return "absent"
@@ -150,7 +155,9 @@ def corpus_fingerprint(settings: CorpusSettings) -> str:
         except OSError:
             digest.update(f"{path}\0missing\n".encode())
             continue
-        digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        is_audio = Path(path).suffix.lower() in AUDIO_SUFFIXES
+        content = "" if is_audio else hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        digest.update(f"{path}\0{stat.st_size}\0{content}\n".encode())
     return digest.hexdigest()[:16]
 
 

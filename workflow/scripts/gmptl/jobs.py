@@ -11,6 +11,7 @@ import torch
 
 from .backbone import SpeechEncoder, check_layers, input_normalization, load_backbone
 from .checkpoint import clear_state, exclusive
+from .corpus import read_manifest, require_gender
 from .data import Utterances, attach_frame_labels, require_classes, split_utterances
 from .errors import TrainingError
 from .features import expected_samples, extract_features
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 
 
 def load_fold(manifest_path: str, folds_path: str, fold: int) -> pd.DataFrame:
-    return fold_table(pd.read_csv(folds_path, sep="\t"), pd.read_csv(manifest_path, sep="\t"), fold)
+    return fold_table(pd.read_csv(folds_path, sep="\t"), read_manifest(manifest_path), fold)
 
 
 def check_frame_counts(data: Utterances, encoder, sample_rate: int, source: str) -> None:
@@ -105,6 +106,7 @@ def _train_recipe(recipe, fold, manifest_path, folds_path, init_model, gmp_paths
     train, valid = split_utterances(table, "train", classes), split_utterances(table, "valid", classes)
     if spec.emotion_weight > 0:
         require_classes(train, classes, "train", fold)
+    require_gender(table, spec.gender_weight, f"{spec.name}.gender_weight")
     if spec.gender_weight > 0 and len(set(train.gender.tolist())) < 2:
         raise TrainingError(f"fold {fold}: the train split holds one gender only; the gender head cannot learn")
     attach_gmp([train, valid], gmp_paths, fold)
@@ -150,7 +152,7 @@ def _train_recipe(recipe, fold, manifest_path, folds_path, init_model, gmp_paths
         "recipe": recipe,
     }
     with atomic_path(out_dir) as tmp:
-        save_model(model.cpu(), tmp, metadata)
+        save_model(model.cpu(), tmp, metadata, sample_rate=int(corpus["sample_rate"]))
         result.history.to_csv(Path(tmp) / "history.tsv", sep="\t", index=False)
     clear_state(state_dir)
 

@@ -31,7 +31,7 @@ import torch
 from tqdm import tqdm
 
 from .audio import load_audio, resampled_frames
-from .data import length_batches
+from .batching import length_batches
 from .errors import AudioError, BackboneError, ConfigError, TrainingError
 from .model import GmptlModel, load_model, min_samples
 from .runtime import autocast, resolve_device
