@@ -261,7 +261,7 @@ TABLE = "path\temotion\tspeaker\tgender\tsession\tsplit\n" + "\n".join(
 def test_table_rows_ids_and_roles(tmp_path):
     root = table_tree(tmp_path / "t", TABLE)
     manifest = manifest_of(root, "table", table="labels.tsv")
-    assert list(manifest.reset_index().columns) == MANIFEST_COLUMNS
+    assert list(manifest.reset_index().columns) == [*MANIFEST_COLUMNS, "corpus_split"]  # this table has a split
     assert sorted(manifest.index) == ["a/u1", "a/u2", "b/u3", "b/u4"]
     assert manifest.loc["a/u1", ["speaker", "gender", "emotion", "session", "dialog"]].tolist() == [
         "anna",

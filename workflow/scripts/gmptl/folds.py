@@ -209,6 +209,11 @@ def fold_splits(
     split[group.mask] = "test"
     described = "none"
     if protocol == "predefined":
+        if "corpus_split" not in manifest:
+            raise CorpusError(
+                "folds.protocol 'predefined' needs the corpus's own train/valid/test split (MSP-Podcast's Split_Set "
+                "or a table's `split` column), but the manifest has none; choose another folds.protocol"
+            )
         given = manifest["corpus_split"].fillna("").astype(str)
         split[given == "valid"] = "valid"
         split[~given.isin(PREDEFINED)] = ""

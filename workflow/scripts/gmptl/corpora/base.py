@@ -22,7 +22,8 @@ from .labels import LABEL_VOCABULARY, resolve_label_map
 
 log = logging.getLogger(__name__)
 
-MANIFEST_COLUMNS = ["utt_id", "path", "session", "speaker", "gender", "emotion", "dialog", "duration_s", "corpus_split"]
+MANIFEST_COLUMNS = ["utt_id", "path", "session", "speaker", "gender", "emotion", "dialog", "duration_s"]
+SPLIT_COLUMN = "corpus_split"  # added only for a corpus with its own train/valid/test split
 UNKNOWN_SPEAKER = "Unknown"
 TABLE_ROLES = ("path", "emotion", "speaker", "gender", "session", "split")
 REQUIRED_ROLES = ("path", "emotion", "speaker")
@@ -173,7 +174,7 @@ def audio_row(entry: Entry, settings: CorpusSettings) -> dict | str:
 
 
 def assemble(entries: list[Entry], settings: CorpusSettings) -> CorpusReading:
-    """The manifest (columns `MANIFEST_COLUMNS`, sorted by utt_id) of a reader's entries."""
+    """The manifest (columns `MANIFEST_COLUMNS` [+ `corpus_split`], sorted by utt_id) of a reader's entries."""
     check_unique(entries)
     kept, dropped = apply_label_map(entries, settings)
     rows, skipped = [], []
@@ -192,6 +193,8 @@ def assemble(entries: list[Entry], settings: CorpusSettings) -> CorpusReading:
             "check corpus.root, corpus.format, corpus.classes and corpus.label_map"
         )
     frame = pd.DataFrame(rows).sort_values("utt_id", kind="stable").reset_index(drop=True)
+    if not frame["corpus_split"].fillna("").astype(str).ne("").any():
+        frame = frame.drop(columns="corpus_split")  # a corpus without its own split keeps the 8 contract columns
     converted = int(frame.pop("_needs_conversion").sum())
     if converted:
         log.warning(
@@ -200,7 +203,7 @@ def assemble(entries: list[Entry], settings: CorpusSettings) -> CorpusReading:
     absent = [c for c in settings.classes if c not in set(frame["emotion"])]
     if absent:
         log.warning("no utterance of class(es) %s in the corpus", absent)
-    return CorpusReading(frame[MANIFEST_COLUMNS], dropped, skipped)
+    return CorpusReading(frame[[c for c in [*MANIFEST_COLUMNS, SPLIT_COLUMN] if c in frame]], dropped, skipped)
 
 
 def gender_of(word: str) -> str:
