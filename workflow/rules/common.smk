@@ -9,6 +9,8 @@
 from gmptl import recipes
 from gmptl.config import experiment_settings, result_settings
 from gmptl.corpus import CorpusSettings, corpus_fingerprint
+from gmptl.demo import demo_outputs
+from gmptl.preflight import preflight_checks
 from gmptl.protocols import expected_fold_ids
 
 EXPERIMENTS = {name: experiment_settings(config, name) for name in config["experiments"]}
@@ -20,11 +22,13 @@ PLANS = {
     for seed in SEEDS[name]
 }
 STAGES = recipes.catalog(PLANS)
+PREFLIGHT = preflight_checks(config, EXPERIMENTS)
 DATA = recipes.data_recipe(config)
 # Fold ids known from the config (IEMOCAP sessions/speakers, kfold, predefined); None: read from
 # results/folds.tsv once the checkpoint make_folds has run (e.g. leave-one-speaker-out on RAVDESS).
 KNOWN_FOLDS = expected_fold_ids(config["corpus"], config["folds"])
-DEMO = config["demo"]["enabled"]
+# Demo rules write only under results/demo/; an existing corpus or backbone elsewhere is used as it is.
+BUILDS = demo_outputs(config["demo"]["enabled"], config["corpus"]["root"], config["backbone"])
 CORPUS_ROOT = config["corpus"]["root"]
 ENV = "../../envs/gmptl.yaml"
 
@@ -60,14 +64,22 @@ def fold_data(wildcards=None):
     return {"manifest": "results/manifest.tsv", "folds": "results/folds.tsv"}
 
 
+def setup_input(wildcards):
+    """Manifest, folds and the demo's tiny backbone when the workflow builds it."""
+    built = [config["backbone"]] if BUILDS.backbone else []
+    return {**fold_data(), "backbones": built}
+
+
 def training_input(wildcards):
-    """Manifest, folds, the initial model (or the demo's tiny backbone) and the GMP label files."""
+    """Manifest, folds, the initial model (or the demo's tiny backbone) and the GMP label files.
+
+    The setup check comes first; `ancient`: rerunning the cheap check never retrains anything."""
     recipe = training_recipe(wildcards)
-    inputs = fold_data()
+    inputs = {**fold_data(), "setup": ancient("results/checks/setup.txt")}
     init = recipes.init_model_dir(recipe, wildcards.fold)
     if init:
         inputs["model"] = init
-    elif DEMO and recipes.backbone_of(recipe) == config["backbone"]:
+    elif BUILDS.backbone and recipes.backbone_of(recipe) == config["backbone"]:
         inputs["backbone"] = config["backbone"]
     inputs.update(recipes.label_files(recipe, wildcards.fold))
     return inputs
@@ -111,12 +123,12 @@ def fold_ids():
 def corpus_state():
     """What the manifest is read from: the demo corpus is a rule output (tracked by Snakemake); a real corpus
     is fingerprinted (label files by content, audio by size), so editing it rebuilds the manifest."""
-    return "demo" if DEMO else corpus_fingerprint(CorpusSettings.from_config(config["corpus"]))
+    return "demo" if BUILDS.corpus else corpus_fingerprint(CorpusSettings.from_config(config["corpus"]))
 
 
 def corpus_input(wildcards):
     """The demo corpus folder when the workflow builds it; a real corpus is read, not tracked."""
-    return [CORPUS_ROOT] if DEMO else []
+    return [CORPUS_ROOT] if BUILDS.corpus else []
 
 
 def runs(exp):

@@ -2,7 +2,7 @@
 
 
 # Only with demo.enabled: a rule whose output is corpus.root must never exist for a real corpus.
-if DEMO:
+if BUILDS.corpus:
 
     rule make_demo_corpus:
         output:
@@ -49,3 +49,19 @@ checkpoint make_folds:
         ENV
     script:
         "../scripts/make_folds.py"
+
+
+rule check_setup:
+    input:
+        unpack(setup_input),
+    output:
+        report="results/checks/setup.txt",
+    params:
+        checks=PREFLIGHT,
+        sample_rate=config["corpus"]["sample_rate"],
+    log:
+        "results/logs/check_setup.log",
+    conda:
+        ENV
+    script:
+        "../scripts/check_setup.py"

@@ -2,7 +2,7 @@
 # Outputs are cached by recipe id (results/cache/features/<id>, results/cache/gmp/<id>).
 
 
-if DEMO:
+if BUILDS.backbone:
 
     rule make_tiny_backbone:
         output:

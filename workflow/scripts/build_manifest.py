@@ -2,6 +2,8 @@
 
 import logging
 
+import use_workflow_library  # noqa: F401  (first: this workflow's gmptl, not an installed copy)
+
 from gmptl.corpus import CorpusSettings, count_table, full_release_differences, read_corpus
 from gmptl.fileio import write_tsv
 from gmptl.runtime import setup_logging

@@ -1,5 +1,7 @@
 """Rule evaluate_fold: score a fold's test split with the experiment's stage-2 model."""
 
+import use_workflow_library  # noqa: F401  (first: this workflow's gmptl, not an installed copy)
+
 from gmptl.jobs import run_evaluation
 from gmptl.runtime import configure_torch, setup_logging
 from gmptl.settings import RuntimeSettings

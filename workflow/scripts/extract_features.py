@@ -1,5 +1,7 @@
 """Rule extract_features: hidden states of the GMP layers for every utterance of one fold → HDF5."""
 
+import use_workflow_library  # noqa: F401  (first: this workflow's gmptl, not an installed copy)
+
 from gmptl.jobs import run_extraction
 from gmptl.recipes import write_recipe
 from gmptl.runtime import configure_torch, setup_logging

@@ -1,5 +1,7 @@
 """Rule fit_kmeans: k-means of one layer at one k on a fold's training frames; labels for all frames."""
 
+import use_workflow_library  # noqa: F401  (first: this workflow's gmptl, not an installed copy)
+
 from gmptl.jobs import run_kmeans
 from gmptl.recipes import write_recipe
 from gmptl.runtime import configure_torch, setup_logging

@@ -2,6 +2,8 @@
 
 import logging
 
+import use_workflow_library  # noqa: F401  (first: this workflow's gmptl, not an installed copy)
+
 from gmptl.demo import make_demo_corpus
 from gmptl.fileio import atomic_path
 from gmptl.runtime import setup_logging

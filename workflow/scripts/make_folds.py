@@ -2,6 +2,8 @@
 
 import logging
 
+import use_workflow_library  # noqa: F401  (first: this workflow's gmptl, not an installed copy)
+
 from gmptl.corpus import read_manifest
 from gmptl.fileio import write_tsv
 from gmptl.folds import make_folds

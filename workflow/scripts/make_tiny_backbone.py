@@ -1,5 +1,7 @@
 """Rule make_tiny_backbone: write the demo's tiny randomly initialised HuBERT."""
 
+import use_workflow_library  # noqa: F401  (first: this workflow's gmptl, not an installed copy)
+
 from gmptl.backbone import make_tiny_hubert
 from gmptl.fileio import atomic_path
 from gmptl.runtime import configure_torch, setup_logging

@@ -1,5 +1,7 @@
 """Rule plot_experiment: pooled confusion matrix and training curves (selected epochs marked) of one experiment."""
 
+import use_workflow_library  # noqa: F401  (first: this workflow's gmptl, not an installed copy)
+
 from gmptl.report import plot_confusion, plot_curves
 from gmptl.runtime import setup_logging
 

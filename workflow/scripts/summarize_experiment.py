@@ -2,6 +2,8 @@
 
 import logging
 
+import use_workflow_library  # noqa: F401  (first: this workflow's gmptl, not an installed copy)
+
 from gmptl.fileio import write_tsv
 from gmptl.html_report import metrics_page, settings_page, write_page
 from gmptl.report import experiment_tables, keyed_runs

@@ -4,6 +4,8 @@ What a stage is (heads, losses, initial weights, GMP label files) is read from t
 (`gmptl.recipes`, `gmptl.stages`); runtime settings (device, precision, threads) from the config.
 """
 
+import use_workflow_library  # noqa: F401  (first: this workflow's gmptl, not an installed copy)
+
 from gmptl.jobs import run_training
 from gmptl.recipes import label_files, write_recipe
 from gmptl.runtime import configure_torch, setup_logging

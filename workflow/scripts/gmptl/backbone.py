@@ -15,6 +15,7 @@ valid-frame mask. Padding never changes a valid frame:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -30,6 +31,7 @@ from .errors import BackboneError
 log = logging.getLogger(__name__)
 
 SUPPORTED_TYPES = ("hubert", "wavlm", "wav2vec2", "data2vec-audio")
+TINY_MARKER = "gmptl_tiny.json"  # written into the demo's random tiny backbone
 
 
 def _not_found(name: str) -> BackboneError:
@@ -102,7 +104,27 @@ def make_tiny_hubert(out_dir: str | Path, hidden_size: int = 64, num_layers: int
     Wav2Vec2FeatureExtractor(
         feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=False, return_attention_mask=False
     ).save_pretrained(out_dir)
-    (out_dir / "gmptl_tiny.json").write_text(json.dumps({"seed": seed, "note": "random weights, demo only"}) + "\n")
+    (out_dir / TINY_MARKER).write_text(json.dumps({"seed": seed, "note": "random weights, demo only"}) + "\n")
+
+
+def is_tiny_demo_model(folder: str | Path) -> bool:
+    """Whether a backbone folder is gmptl's tiny random demo model (it carries the marker file)."""
+    return (Path(folder) / TINY_MARKER).is_file()
+
+
+def backbone_digest(name: str) -> str:
+    """A short digest of a backbone folder's config and weight files (the hub id itself when it is not a folder)."""
+    folder = Path(name)
+    if not folder.is_dir():
+        return f"hub:{name}"
+    digest = hashlib.sha256()
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and (path.suffix in (".json", ".safetensors", ".bin")):
+            digest.update(path.name.encode() + b"\0")
+            with open(path, "rb") as handle:
+                while block := handle.read(1 << 22):
+                    digest.update(block)
+    return digest.hexdigest()[:16]
 
 
 def num_layers(model: nn.Module) -> int:

@@ -281,3 +281,37 @@ def make_demo_corpus(
     (out_dir / "README.txt").write_text(
         f"Synthetic {corpus_format}-layout demo corpus written by gmptl (not real data).\n"
     )
+
+
+DEMO_FOLDER = Path("results/demo")
+
+
+@dataclass(frozen=True)
+class DemoOutputs:
+    """What the demo rules build: the corpus, the tiny backbone, both, or neither."""
+
+    corpus: bool
+    backbone: bool
+
+
+def demo_outputs(enabled: bool, corpus_root: str, backbone: str) -> DemoOutputs:
+    """Which demo artefacts the workflow builds. Demo rules write only under results/demo/.
+
+    With `demo.enabled`, a corpus root or backbone under results/demo/ is built there; one that exists
+    elsewhere is used as it is; one that does not exist elsewhere (a mistyped path, a hub id) is an error,
+    so a random model or a synthetic corpus can never stand in for a real one.
+    """
+    if not enabled:
+        return DemoOutputs(False, False)
+    built = {}
+    for key, value in (("corpus.root", corpus_root), ("backbone", backbone)):
+        path = Path(value)
+        inside = not path.is_absolute() and DEMO_FOLDER in (path, *path.parents)
+        if not inside and not path.exists():
+            raise ConfigError(
+                f"config key '{key}': demo.enabled builds demo data only under {DEMO_FOLDER}/, and '{value}' "
+                f"is neither there nor an existing folder; for the demo use {DEMO_FOLDER}/… (see demo.yaml), "
+                "for real data set demo.enabled: false"
+            )
+        built[key] = inside
+    return DemoOutputs(corpus=built["corpus.root"], backbone=built["backbone"])

@@ -9,7 +9,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .backbone import SpeechEncoder, check_layers, input_normalization, load_backbone
+from .backbone import (
+    TINY_MARKER,
+    SpeechEncoder,
+    backbone_digest,
+    check_layers,
+    input_normalization,
+    is_tiny_demo_model,
+    load_backbone,
+)
 from .checkpoint import clear_state, exclusive
 from .corpus import read_manifest, require_gender
 from .data import Utterances, attach_frame_labels, require_classes, split_utterances
@@ -73,6 +81,17 @@ def check_label_file(path: str, attrs: dict, labels: np.ndarray, head: GmpHead, 
         )
 
 
+def warn_if_demo_model(backbone: str, runtime: RuntimeSettings) -> None:
+    """A run that is not the demo says loudly when it loads gmptl's tiny random demo backbone."""
+    if is_tiny_demo_model(backbone) and not runtime.demo:
+        log.warning(
+            "!!! backbone '%s' is gmptl's tiny RANDOMLY INITIALISED demo model (it carries %s), not a pretrained "
+            "model: results of this run say nothing about real data; set `backbone` to a pretrained model !!!",
+            backbone,
+            TINY_MARKER,
+        )
+
+
 def run_training(
     recipe: dict,
     *,
@@ -111,6 +130,7 @@ def _train_recipe(recipe, fold, manifest_path, folds_path, init_model, gmp_paths
         raise TrainingError(f"fold {fold}: the train split holds one gender only; the gender head cannot learn")
     attach_gmp([train, valid], gmp_paths, fold)
     source = f"{init_model}/backbone" if init_model else backbone_of(recipe)
+    warn_if_demo_model(source, runtime)
     model = build_model(source, spec.heads)
     for data in (train, valid):
         check_frame_counts(data, model.encoder, corpus["sample_rate"], ", ".join(gmp_paths.values()))
@@ -142,6 +162,11 @@ def _train_recipe(recipe, fold, manifest_path, folds_path, init_model, gmp_paths
         "stage": spec.name,
         "fold": fold,
         "init": source,
+        "backbone_source": {
+            "path": source,
+            "digest": backbone_digest(source),
+            "tiny_demo_model": is_tiny_demo_model(source),
+        },
         "best_epoch": result.best_epoch,
         "best": result.best,
         "selection": "valid_uar" if spec.selects_by_uar else "valid_loss",
@@ -166,6 +191,7 @@ def run_extraction(
     table = load_fold(manifest_path, folds_path, fold)
     layers = recipe["layers"]
     backbone = f"{model_dir('mtl', recipe['model'], fold)}/backbone"
+    warn_if_demo_model(backbone, runtime)
     model = load_backbone(backbone)
     check_layers(model, layers, backbone)
     del model.encoder.layers[max(layers) :]  # later layers are never read
@@ -173,22 +199,28 @@ def run_extraction(
     attrs = {"backbone": backbone, "fold": fold, "recipe_id": Path(out_path).parent.name}
     attrs["code_version"] = code_version()
     log.info("fold %d: %d utterances on %s, layers %s", fold, len(table), device, layers)
-    extract_features(
-        encoder,
-        table,
-        layers,
-        out_path,
-        sample_rate=corpus["sample_rate"],
-        on_format_mismatch=corpus["on_format_mismatch"],
-        batch_seconds=runtime.extract_batch_seconds,
-        device=device,
-        precision=runtime.precision,
-        attrs=attrs,
-    )
+    with exclusive(out_path):
+        extract_features(
+            encoder,
+            table,
+            layers,
+            out_path,
+            sample_rate=corpus["sample_rate"],
+            on_format_mismatch=corpus["on_format_mismatch"],
+            batch_seconds=runtime.extract_batch_seconds,
+            device=device,
+            precision=runtime.precision,
+            attrs=attrs,
+        )
 
 
 def run_kmeans(recipe: dict, *, features_path: str, head: GmpHead, out_path: str, runtime: RuntimeSettings) -> dict:
     """Fit one GMP scale (layer, k) on a fold's training frames; write centroids and every frame's label."""
+    with exclusive(out_path):
+        return _fit_gmp(recipe, features_path, head, out_path, runtime)
+
+
+def _fit_gmp(recipe: dict, features_path: str, head: GmpHead, out_path: str, runtime: RuntimeSettings) -> dict:
     return fit_gmp_labels(
         features_path,
         head.layer,

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from .errors import GmptlError, TrainingError
+from .fileio import code_version
 
 log = logging.getLogger("gmptl")
 
@@ -34,6 +35,7 @@ def setup_logging(log_file: str | os.PathLike | None = None, level: int = loggin
         force=True,
     )
     sys.excepthook = _report_uncaught
+    log.info("%s from %s", code_version(), Path(__file__).resolve().parent)
 
 
 def _report_uncaught(exc_type, exc, tb) -> None:

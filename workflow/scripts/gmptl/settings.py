@@ -120,6 +120,7 @@ class RuntimeSettings:
     extract_batch_seconds: float = 160.0
     eval_batch_seconds: float = 120.0
     kmeans_chunk_frames: int = 32768
+    demo: bool = False
 
     @classmethod
     def from_config(cls, config: dict, threads: int | None = None) -> RuntimeSettings:
@@ -131,4 +132,5 @@ class RuntimeSettings:
             extract_batch_seconds=float(config["features"]["batch_seconds"]),
             eval_batch_seconds=float(config["train"]["eval_batch_seconds"]),
             kmeans_chunk_frames=int(config["kmeans"]["chunk_frames"]),
+            demo=bool(config["demo"]["enabled"]),
         )

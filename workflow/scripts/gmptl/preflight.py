@@ -1,0 +1,100 @@
+"""Checks that run before any training: what can be known from the config, manifest, folds and backbone
+configs is checked up front, so a bad setting fails in seconds instead of after hours of GPU time.
+
+- every GMP layer exists in the backbone (`gmp.layers` against its `num_hidden_layers`);
+- every k is at most the training frames each fold offers k-means (`gmp.k` against the frames the
+  manifest implies, after `kmeans.fit_fraction` and `kmeans.max_fit_frames`);
+- no utterance is shorter than the backbone's receptive field (it would make no frame at all): this is an
+  error naming the utterances (remove them from the corpus or its label files); nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+from .backbone import load_backbone_config
+from .errors import ConfigError, CorpusError
+from .recipes import experiment_seeds, experiment_stages, seeded
+
+log = logging.getLogger(__name__)
+
+
+def preflight_checks(config: dict, experiments: dict[str, dict]) -> list[dict]:
+    """One check per (experiment, backbone): the layers and k it clusters and how k-means samples frames."""
+    checks = []
+    for name, settings in experiments.items():
+        stages = experiment_stages(config, seeded(settings, experiment_seeds(config, settings)[0]))
+        check = {"experiment": name, "backbone": settings["backbone"], "layers": [], "k": []}
+        if "gmp" in stages:
+            kmeans = stages["gmp"].recipe["kmeans"]
+            check.update(
+                layers=sorted(settings["gmp"]["layers"]),
+                k=sorted(settings["gmp"]["k"]),
+                fit_fraction=kmeans["fit_fraction"],
+                max_fit_frames=kmeans["max_fit_frames"],
+            )
+        checks.append(check)
+    return checks
+
+
+def frames_of(samples: np.ndarray, kernels: list[int], strides: list[int]) -> np.ndarray:
+    """Frames a convolutional feature encoder makes of `samples` (no padding: floor((L - k) / s) + 1 per layer)."""
+    frames = np.asarray(samples, dtype=np.int64)
+    for kernel, stride in zip(kernels, strides, strict=True):
+        frames = np.where(frames >= kernel, (frames - kernel) // stride + 1, 0)
+    return frames
+
+
+def run_preflight(manifest: pd.DataFrame, folds: pd.DataFrame, checks: list[dict], sample_rate: int) -> list[str]:
+    """Run `checks` against the manifest and folds; raise on the first problem, else return a report."""
+    samples = np.round(manifest["duration_s"].to_numpy(np.float64) * sample_rate).astype(np.int64)
+    report = [f"{len(manifest)} utterances, {len(folds['fold'].unique())} folds"]
+    for backbone in sorted({check["backbone"] for check in checks}):
+        config = load_backbone_config(backbone)
+        layers = int(config.num_hidden_layers)
+        frames = frames_of(samples, list(config.conv_kernel), list(config.conv_stride))
+        _check_lengths(manifest, frames, backbone, sample_rate)
+        report.append(f"backbone '{backbone}': {layers} layers; every utterance makes at least one frame")
+        for check in (c for c in checks if c["backbone"] == backbone):
+            _check_layers(check, layers, backbone)
+            if check["k"]:
+                report.append(_check_k(check, manifest, folds, frames))
+    return report
+
+
+def _check_lengths(manifest: pd.DataFrame, frames: np.ndarray, backbone: str, sample_rate: int) -> None:
+    short = manifest.loc[frames < 1, "utt_id"].tolist()
+    if short:
+        raise CorpusError(
+            f"{len(short)} utterance(s) are shorter than the receptive field of backbone '{backbone}' "
+            f"(they make no frame at {sample_rate} Hz), e.g. {short[:5]}; remove them from the corpus "
+            "(or its label files / table) and rerun"
+        )
+
+
+def _check_layers(check: dict, layers: int, backbone: str) -> None:
+    bad = [layer for layer in check["layers"] if not 1 <= layer <= layers]
+    if bad:
+        raise ConfigError(
+            f"config key 'gmp.layers' (experiment '{check['experiment']}') asks for layer(s) {bad}, but "
+            f"backbone '{backbone}' has {layers} transformer layers (valid: 1..{layers})"
+        )
+
+
+def _check_k(check: dict, manifest: pd.DataFrame, folds: pd.DataFrame, frames: np.ndarray) -> str:
+    frames_by_utt = pd.Series(frames, index=manifest["utt_id"].to_numpy())
+    train = folds[folds["split"] == "train"]
+    per_fold = train.groupby("fold")["utt_id"].apply(lambda ids: int(frames_by_utt.reindex(ids).fillna(0).sum()))
+    fit = (per_fold * check["fit_fraction"]).clip(upper=check["max_fit_frames"]).astype(int)
+    fold, fewest = int(fit.idxmin()), int(fit.min())
+    largest = max(check["k"])
+    if largest > fewest:
+        raise ConfigError(
+            f"config key 'gmp.k' (experiment '{check['experiment']}') asks for k = {largest}, but fold {fold} "
+            f"offers k-means only about {fewest} training frames (after kmeans.fit_fraction / kmeans.max_fit_frames); "
+            "lower gmp.k or fit on more frames"
+        )
+    return f"experiment '{check['experiment']}': k up to {largest} ≤ {fewest} training frames (fold {fold}, fewest)"
