@@ -97,6 +97,7 @@ gmp: {layers: [1, 2], k: [4, 8]}
 kmeans: {n_init: 1}
 train: {epochs: 2, batch_size: 4}
 stage1: {train: {epochs: 1}}
+deploy: [finetune]
 """
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -49,3 +50,15 @@ def test_predict_with_the_results_folder_uses_the_fold_ensemble(demo_run):
     assert "ensemble (mean probability) of folds [1, 2, 3]" in result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith("path\tduration_s\tpredicted\tscore_neu") and len(lines) == 4
+
+
+def test_deploy_builds_a_model_on_all_data_that_predict_prefers(demo_run):
+    workdir, _ = demo_run
+    deploy = workdir / "results" / "finetune" / "deploy"
+    meta = json.loads((deploy / "model.json").read_text())
+    assert meta["fold"] == 0 and meta["stage"] == "stage2"
+    assert not (workdir / "results" / "gmp_tl" / "deploy").exists()  # deploy: [finetune] only
+    manifest = pd.read_csv(workdir / "results" / "manifest.tsv", sep="\t")
+    result = gmptl(workdir, "predict", "--model", "results/finetune", *manifest["path"][:2])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "deploy" in result.stderr and len(result.stdout.splitlines()) == 3

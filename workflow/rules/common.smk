@@ -7,9 +7,10 @@
 # adapters from the config and never trigger a rerun.
 
 from gmptl import recipes
-from gmptl.config import experiment_settings, result_settings
+from gmptl.config import deployed_experiments, experiment_settings, result_settings
 from gmptl.corpus import CorpusSettings, corpus_fingerprint
 from gmptl.demo import demo_outputs
+from gmptl.folds import DEPLOY_FOLD
 from gmptl.preflight import preflight_checks
 from gmptl.protocols import expected_fold_ids
 
@@ -23,6 +24,7 @@ PLANS = {
 }
 STAGES = recipes.catalog(PLANS)
 PREFLIGHT = preflight_checks(config, EXPERIMENTS)
+DEPLOYED = deployed_experiments(config)
 DATA = recipes.data_recipe(config)
 # Fold ids known from the config (IEMOCAP sessions/speakers, kfold, predefined); None: read from
 # results/folds.tsv once the checkpoint make_folds has run (e.g. leave-one-speaker-out on RAVDESS).
@@ -61,7 +63,9 @@ def kmeans_recipe(wildcards):
 
 
 def fold_data(wildcards=None):
-    return {"manifest": "results/manifest.tsv", "folds": "results/folds.tsv"}
+    """Manifest and the fold table (fold 0: the deploy split, all data trains)."""
+    deploy = str(getattr(wildcards, "fold", "")) == str(DEPLOY_FOLD)
+    return {"manifest": "results/manifest.tsv", "folds": "results/deploy_split.tsv" if deploy else "results/folds.tsv"}
 
 
 def setup_input(wildcards):
@@ -75,7 +79,7 @@ def training_input(wildcards):
 
     The setup check comes first; `ancient`: rerunning the cheap check never retrains anything."""
     recipe = training_recipe(wildcards)
-    inputs = {**fold_data(), "setup": ancient("results/checks/setup.txt")}
+    inputs = {**fold_data(wildcards), "setup": ancient("results/checks/setup.txt")}
     init = recipes.init_model_dir(recipe, wildcards.fold)
     if init:
         inputs["model"] = init
@@ -88,7 +92,7 @@ def training_input(wildcards):
 def features_input(wildcards):
     """The GMP features are read from the fold's gender-augmented multi-task model."""
     model = recipes.model_dir("mtl", features_recipe(wildcards)["model"], wildcards.fold)
-    return {**fold_data(), "model": model}
+    return {**fold_data(wildcards), "model": model}
 
 
 def kmeans_input(wildcards):
@@ -147,6 +151,12 @@ def run_seed(wildcards):
 
 def run_fold(wildcards):
     return recipes.parse_run(wildcards.run)[1]
+
+
+def deploy_stage2(wildcards):
+    """The stage-2 model of the experiment's first seed trained on all data (fold 0)."""
+    stage = PLANS[(wildcards.exp, SEEDS[wildcards.exp][0])]["stage2"]
+    return recipes.model_dir("stage2", stage.id, DEPLOY_FOLD)
 
 
 def stage2_model(wildcards):
@@ -218,4 +228,6 @@ def all_targets(wildcards):
             f"results/{name}/plots/training_curves.png",
             *experiment_models(name).values(),  # a deleted model is retrained, and what depends on it reruns
         ]
+        if name in DEPLOYED:
+            targets.append(f"results/{name}/deploy")
     return targets

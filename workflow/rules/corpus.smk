@@ -65,3 +65,19 @@ rule check_setup:
         ENV
     script:
         "../scripts/check_setup.py"
+
+
+rule make_deploy_split:
+    input:
+        manifest="results/manifest.tsv",
+    output:
+        split="results/deploy_split.tsv",
+    params:
+        folds=config["folds"],
+        seed=config["seed"],
+    log:
+        "results/logs/make_deploy_split.log",
+    conda:
+        ENV
+    script:
+        "../scripts/make_deploy_split.py"

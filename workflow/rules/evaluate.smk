@@ -15,6 +15,19 @@ rule record_stages:
         "../scripts/record_stages.py"
 
 
+rule deploy_model:
+    input:
+        model=deploy_stage2,
+    output:
+        model=directory("results/{exp}/deploy"),
+    log:
+        "results/logs/{exp}/deploy.log",
+    conda:
+        ENV
+    script:
+        "../scripts/deploy_model.py"
+
+
 rule evaluate_fold:
     input:
         unpack(fold_data),

@@ -104,6 +104,11 @@ def validate_config(config: dict, schema: dict | None = None) -> dict:
             f"config key 'compare_to': no experiment named '{filled['compare_to']}' "
             f"(experiments: {', '.join(filled['experiments'])})"
         )
+    unknown = sorted(set(filled["deploy"] if isinstance(filled["deploy"], list) else []) - set(filled["experiments"]))
+    if unknown:
+        raise ConfigError(
+            f"config key 'deploy' names {unknown}, which are not experiments ({list(filled['experiments'])})"
+        )
     for name in filled["experiments"]:
         experiment_settings(filled, name, schema)
         _check_runtime_overrides(filled["experiments"][name] or {}, name)
@@ -203,6 +208,12 @@ def _check_loss_weights(settings: dict, name: str) -> None:
             f"config key 'experiments.{name}.stage1.loss_weights' names {unknown}, "
             f"which are not GMP heads of this experiment ({sorted(heads)})"
         )
+
+
+def deployed_experiments(config: dict) -> list[str]:
+    """The experiments whose deploy model (trained on all data) is built."""
+    deploy = config["deploy"]
+    return list(config["experiments"]) if deploy is True else list(deploy or [])
 
 
 def result_settings(settings: dict) -> dict:

@@ -40,6 +40,19 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def copy_folder(source: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Copy a folder atomically, hard-linking files where the filesystem allows (no extra disk)."""
+
+    def link_or_copy(src, dst):
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    with atomic_path(target) as tmp:
+        shutil.copytree(source, tmp, copy_function=link_or_copy)
+
+
 def write_tsv(frame: pd.DataFrame, path: str | os.PathLike, float_format: str | None = None) -> None:
     """Write a tab-separated table atomically (no index)."""
     with atomic_path(path) as tmp:

@@ -153,7 +153,7 @@ def validation_speakers(
     names = speakers(manifest)
     sessions = natural_order(manifest["session"])
     test_sessions = set(manifest.loc[test, "session"])
-    start = min(sessions.index(s) for s in test_sessions)
+    start = min(sessions.index(s) for s in test_sessions) if test_sessions else len(sessions) - 1  # deploy: none
     order = [s for s in sessions[start + 1 :] + sessions[: start + 1] if s not in test_sessions]
     eligible = training & known_speakers(manifest) & ~names.isin(set(names[test]))
     rows = pd.DataFrame({"rank": manifest["session"].map({s: i for i, s in enumerate(order)}), "speaker": names})
@@ -192,7 +192,9 @@ def draw_validation(
         from sklearn.model_selection import train_test_split
 
         rows = manifest[training]
-        stratify = rows["emotion"] if rows["emotion"].value_counts().min() >= 2 else None
+        counts = rows["emotion"].value_counts()
+        stratifiable = counts.min() >= 2 and fraction * len(rows) >= len(counts)  # sklearn needs a row per class
+        stratify = rows["emotion"] if stratifiable else None
         _, valid = train_test_split(rows.index, test_size=fraction, random_state=seed + group.fold, stratify=stratify)
         split[valid] = "valid"
         return f"random {fraction:.0%} of training"
@@ -255,6 +257,23 @@ def make_folds(
         inside = split != ""
         tables.append(pd.DataFrame({"fold": group.fold, "utt_id": manifest["utt_id"][inside], "split": split[inside]}))
     return pd.concat(tables, ignore_index=True)[FOLD_COLUMNS]
+
+
+DEPLOY_FOLD = 0
+
+
+def deploy_split(manifest: pd.DataFrame, validation: str, valid_fraction: float, seed: int) -> pd.DataFrame:
+    """The split of the deploy model (fold 0): every utterance trains except the validation ones; none is tested."""
+    group = TestGroup(DEPLOY_FOLD, "nothing (deploy model: all data)", pd.Series(False, index=manifest.index))
+    split = pd.Series("train", index=manifest.index)
+    described = draw_validation(manifest, split, group, 0, validation, valid_fraction, seed)
+    log.info(
+        "deploy split: %d train / %d valid; validation: %s",
+        int((split == "train").sum()),
+        int((split == "valid").sum()),
+        described,
+    )
+    return pd.DataFrame({"fold": DEPLOY_FOLD, "utt_id": manifest["utt_id"], "split": split})[FOLD_COLUMNS]
 
 
 def fold_table(folds: pd.DataFrame, manifest: pd.DataFrame, fold: int) -> pd.DataFrame:
