@@ -130,7 +130,16 @@ def main() -> None:
     x = feature_like_frames(args.frames, args.dim)
     xt = torch.from_numpy(x)
     print(f"frames {args.frames} × dim {args.dim}, torch threads {torch.get_num_threads()}, cpu; gmptl {settings}")
-    widths = {"k": 5, "method": 8, "seconds": 8, "inertia": 13, "vs_sklearn": 10, "passes": 7, "s/pass": 7, "vs_floor": 8}
+    widths = {
+        "k": 5,
+        "method": 8,
+        "seconds": 8,
+        "inertia": 13,
+        "vs_sklearn": 10,
+        "passes": 7,
+        "s/pass": 7,
+        "vs_floor": 8,
+    }
     print(" ".join(f"{name:>{width}}" for name, width in widths.items()))
     summary = {}
     for k in args.ks:
