@@ -14,8 +14,9 @@
 - Stopping: the k-means objective of the current assignment (Σ‖x‖² − Σⱼ‖sⱼ‖²/nⱼ from float64
   cluster sums, no extra pass) fell by less than `tol` (relative) in one iteration, or nothing moved.
 - Empty clusters are re-seeded with the frames farthest from their centroids.
-- Precision: CPU is float32 throughout. On CUDA the Lloyd matmuls take bfloat16 inputs with float32
-  accumulation and output, so a near-tie may go either way while fitting; `nearest` (the final
+- Precision: CPU is float32 throughout. On CUDA (torch ≥ 2.8) the Lloyd matmuls take bfloat16
+  inputs with float32 accumulation and output, on frames centred on their mean (distances do not
+  change, the products shrink), so a near-tie may go either way while fitting; `nearest` (the final
   assignment and the returned inertia) is float32 everywhere.
 """
 
@@ -246,6 +247,10 @@ def fit_kmeans(
         raise KMeansError("the fit frames contain NaN or infinite values; the features are corrupt")
     if k > x.shape[0]:
         raise KMeansError(f"k = {k} is larger than the {x.shape[0]} frames to fit; lower k or fit on more frames")
+    offset = torch.zeros(x.shape[1], device=x.device)
+    if matmul_dtype(x.device) != torch.float32:  # low-precision matmuls lose less on centred frames
+        offset = x.mean(0)
+        x = x - offset
     generator = torch.Generator().manual_seed(seed)
     subset = x
     if x.shape[0] > max(init_frames, k):
@@ -257,7 +262,8 @@ def fit_kmeans(
         seeds = min(seedings, key=lambda start: lloyd(subset, start, SELECTION_ITERATIONS, tol, chunk).objective)
     fit = lloyd(x, seeds, max_iter, tol, chunk)
     _, dists = nearest(x, fit.centroids, chunk)
-    return KMeansResult(fit.centroids.cpu().numpy(), float(dists.double().sum()), fit.iterations, fit.converged)
+    centroids = (fit.centroids + offset).cpu().numpy()
+    return KMeansResult(centroids, float(dists.double().sum()), fit.iterations, fit.converged)
 
 
 def usage_entropy(labels: np.ndarray, k: int) -> float:
