@@ -144,29 +144,29 @@ def main() -> None:
     summary = {}
     for k in args.ks:
         floor = floor_seconds(xt, k)
-        runs = []
+        print(f"{k:>5} {'floor':>8} {floor:>8.3f} {'':>13} {'':>10} {1:>7} {floor:>7.3f} {1:>8.2f}", flush=True)
+        runs: dict[str, Run] = {}
         for method, fit in (
+            ("sklearn", lambda k=k: run_sklearn(x, k, args.sklearn_n_init)),
             ("gmptl", lambda k=k: run_gmptl(x, k, settings)),
             ("faiss", lambda k=k: run_faiss(x, k)),
-            ("sklearn", lambda k=k: run_sklearn(x, k, args.sklearn_n_init)),
         ):
             centroids, seconds, passes = fit()
-            runs.append(Run(method, k, seconds, exact_inertia(xt, centroids), passes))
-        reference = runs[-1].inertia
-        print(f"{k:>5} {'floor':>8} {floor:>8.3f} {'':>13} {'':>10} {1:>7} {floor:>7.3f} {1:>8.2f}")
-        for run in runs:
+            run = runs[method] = Run(method, k, seconds, exact_inertia(xt, centroids), passes)
             per_pass = run.seconds / run.passes
-            values = (k, run.method, f"{run.seconds:.2f}", f"{run.inertia:.5g}", f"{run.inertia / reference:.5f}")
-            values += (f"{run.passes:.1f}", f"{per_pass:.3f}", f"{per_pass / floor:.2f}")
-            print(" ".join(f"{value:>{width}}" for value, width in zip(values, widths.values(), strict=True)))
-        ours, faiss_run, sklearn_run = runs
+            values = (k, method, f"{seconds:.2f}", f"{run.inertia:.5g}", f"{run.inertia / runs['sklearn'].inertia:.5f}")
+            values += (f"{passes:.1f}", f"{per_pass:.3f}", f"{per_pass / floor:.2f}")
+            print(
+                " ".join(f"{value:>{width}}" for value, width in zip(values, widths.values(), strict=True)), flush=True
+            )
+        ours, faiss_run, sklearn_run = runs["gmptl"], runs["faiss"], runs["sklearn"]
         summary[k] = (
             f"speedup_vs_faiss={faiss_run.seconds / ours.seconds:.2f} "
             f"speedup_vs_sklearn={sklearn_run.seconds / ours.seconds:.2f} "
             f"inertia_vs_sklearn={ours.inertia / sklearn_run.inertia:.5f} "
             f"pass_vs_floor={ours.seconds / ours.passes / floor:.2f}"
         )
-        sys.stdout.flush()
+        print(f"k={k}: {summary[k]}", flush=True)
     print(summary.get(512, summary[args.ks[0]]))
 
 
