@@ -8,7 +8,7 @@ import torch
 from sklearn.cluster import KMeans, MiniBatchKMeans
 
 from gmptl.errors import KMeansError
-from gmptl.kmeans import fit_kmeans, nearest, usage_entropy
+from gmptl.kmeans import fit_kmeans, kmeans_plusplus, lloyd, nearest, usage_entropy
 
 
 def blobs(n=6000, d=16, centers=12, seed=0):
@@ -28,7 +28,7 @@ def test_assignment_equals_scikit_learn_predict_given_the_same_centroids():
 
 def test_inertia_is_no_worse_than_minibatch_kmeans_with_fairseq_settings():
     x = blobs(n=20000, d=32, centers=40, seed=1)
-    ours = fit_kmeans(x, 32, seed=0)
+    ours = fit_kmeans(x, 32, seed=0, n_init=3)  # well-separated blobs, k < blobs: one seeding is a coin flip
     reference = MiniBatchKMeans(32, batch_size=10000, max_iter=100, n_init=20, random_state=0, max_no_improvement=100)
     reference.fit(x)
     assert ours.inertia <= -reference.score(x) * 1.0001
@@ -47,6 +47,58 @@ def test_same_seed_same_centroids_and_chunking_does_not_matter():
     b = fit_kmeans(x, 8, seed=5, chunk=4096)
     np.testing.assert_allclose(a.centroids, b.centroids, rtol=1e-5, atol=1e-5)
     assert not np.allclose(a.centroids, fit_kmeans(x, 8, seed=6).centroids)
+
+
+def test_bounded_lloyd_reaches_the_same_fixed_point_as_plain_lloyd():
+    x = blobs(n=4000, d=16, centers=30, seed=3)
+    seeds, _ = kmeans_plusplus(torch.from_numpy(x), 24, torch.Generator().manual_seed(0))
+    ours = lloyd(torch.from_numpy(x), seeds, max_iter=300, tol=0.0, chunk=500)
+    reference = KMeans(24, init=seeds.numpy(), n_init=1, max_iter=300, tol=0.0, algorithm="lloyd").fit(x)
+    assert ours.converged
+    np.testing.assert_allclose(ours.centroids.numpy(), reference.cluster_centers_, rtol=1e-4, atol=1e-4)
+
+
+def test_objective_is_the_sse_of_the_final_assignment():
+    x = torch.from_numpy(blobs(n=3000, d=8, centers=10, seed=4))
+    seeds, potential = kmeans_plusplus(x, 10, torch.Generator().manual_seed(1))
+    result = lloyd(x, seeds, max_iter=200, tol=0.0, chunk=700)
+    _, dists = nearest(x, result.centroids)
+    assert result.objective == pytest.approx(float(dists.double().sum()), rel=1e-5)
+    assert potential == pytest.approx(float(nearest(x, seeds)[1].double().sum()), rel=1e-4)
+
+
+def test_a_looser_relative_tolerance_stops_earlier():
+    x = torch.from_numpy(np.random.default_rng(5).normal(size=(6000, 8)).astype(np.float32))  # no clusters: slow
+    seeds, _ = kmeans_plusplus(x, 40, torch.Generator().manual_seed(2))
+    tight = lloyd(x, seeds, max_iter=200, tol=0.0, chunk=1000)
+    loose = lloyd(x, seeds, max_iter=200, tol=1e-2, chunk=1000)
+    assert loose.converged and loose.iterations < tight.iterations
+    assert tight.objective <= loose.objective <= tight.objective * 1.05
+
+
+def test_max_iter_bounds_the_iterations_and_reports_no_convergence():
+    x = torch.from_numpy(np.random.default_rng(5).normal(size=(6000, 8)).astype(np.float32))
+    seeds, _ = kmeans_plusplus(x, 40, torch.Generator().manual_seed(2))
+    result = lloyd(x, seeds, max_iter=2, tol=0.0, chunk=1000)
+    assert result.iterations == 2 and not result.converged
+
+
+def test_same_seed_gives_bit_identical_centroids():
+    x = blobs(n=5000, d=12, centers=30, seed=6)
+    a = fit_kmeans(x, 25, seed=3, n_init=2, init_frames=1000)
+    b = fit_kmeans(x, 25, seed=3, n_init=2, init_frames=1000)
+    np.testing.assert_array_equal(a.centroids, b.centroids)
+    assert a.inertia == b.inertia and a.iterations == b.iterations
+
+
+def test_seeding_on_a_subset_keeps_the_final_assignment_exact():
+    x = blobs(n=8000, d=16, centers=40, seed=7)
+    result = fit_kmeans(x, 30, seed=0, init_frames=500)  # seeds drawn from 500 frames only
+    reference = KMeans(30, n_init=1).fit(x[:100])
+    reference.cluster_centers_ = result.centroids.copy()
+    labels, dists = nearest(torch.from_numpy(x), torch.from_numpy(result.centroids))
+    np.testing.assert_array_equal(labels.numpy(), reference.predict(x))
+    assert result.inertia == pytest.approx(float(dists.double().sum()), rel=1e-6)
 
 
 def test_every_cluster_is_used_even_with_duplicate_points():

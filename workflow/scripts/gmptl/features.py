@@ -81,10 +81,11 @@ def extract_features(
             padded, lengths = pad_batch(waves, device)
             with autocast(device, precision):
                 hidden, _, _ = encoder(padded, lengths, layers)
+            stored = {layer: hidden[layer].to(torch.float16).cpu().numpy() for layer in layers}  # the file's dtype
             for row, index in enumerate(batch):
                 start, n = alignment.offsets[index], alignment.lengths[index]
                 for layer in layers:
-                    outputs[layer][start : start + n] = hidden[layer][row, :n].float().cpu().numpy()
+                    outputs[layer][start : start + n] = stored[layer][row, :n]
             progress.update(len(batch))
         handle.attrs.update(attrs or {})
         handle.attrs["layers"] = np.asarray(layers)
