@@ -168,7 +168,7 @@ def test_a_killed_writers_hidden_temporary_is_removed_on_the_next_write(tmp_path
 
 
 @pytest.mark.slow
-def test_a_layer_the_demo_model_lacks_stops_at_the_setup_check_before_any_training(tmp_path):
+def test_a_layer_the_demo_model_lacks_stops_the_first_training_job_before_it_trains(tmp_path):
     from conftest import snakemake
 
     (tmp_path / "bad.yaml").write_text(
@@ -177,11 +177,13 @@ def test_a_layer_the_demo_model_lacks_stops_at_the_setup_check_before_any_traini
     )
     result = snakemake(tmp_path, "--cores", "2", configs=("demo.yaml", str(tmp_path / "bad.yaml")))
     assert result.returncode != 0
-    log = (tmp_path / "results" / "logs" / "check_setup.log").read_text()
-    assert "config key 'gmp.layers' (experiment 'gmp_tl') asks for layer(s) [7]" in log
-    assert "Traceback" not in log
-    assert not (tmp_path / "results" / "cache").exists()  # no training ran
-    assert not (tmp_path / "results" / "checks" / "setup.txt").exists()
+    logs = sorted((tmp_path / "results" / "logs" / "cache").glob("*/*/fold*.log"))
+    assert logs, result.output[-2000:]
+    for log in logs:
+        text = log.read_text()
+        assert "config key 'gmp.layers' (experiment 'gmp_tl') asks for layer(s) [7]" in text
+        assert "Traceback" not in text and "epoch" not in text  # stopped before the first step
+    assert not list((tmp_path / "results" / "cache").glob("*/*/fold*/model.json"))  # no model written
 
 
 @pytest.mark.slow

@@ -11,7 +11,6 @@ from gmptl.config import deployed_experiments, experiment_settings, result_setti
 from gmptl.corpus import CorpusSettings, corpus_fingerprint
 from gmptl.demo import demo_outputs
 from gmptl.folds import DEPLOY_FOLD
-from gmptl.preflight import preflight_checks
 from gmptl.protocols import expected_fold_ids
 
 EXPERIMENTS = {name: experiment_settings(config, name) for name in config["experiments"]}
@@ -23,7 +22,6 @@ PLANS = {
     for seed in SEEDS[name]
 }
 STAGES = recipes.catalog(PLANS)
-PREFLIGHT = preflight_checks(config, EXPERIMENTS)
 DEPLOYED = deployed_experiments(config)
 DATA = recipes.data_recipe(config)
 # Fold ids known from the config (IEMOCAP sessions/speakers, kfold, predefined); None: read from
@@ -68,18 +66,10 @@ def fold_data(wildcards=None):
     return {"manifest": "results/manifest.tsv", "folds": "results/deploy_split.tsv" if deploy else "results/folds.tsv"}
 
 
-def setup_input(wildcards):
-    """Manifest, folds and the demo's tiny backbone when the workflow builds it."""
-    built = [config["backbone"]] if BUILDS.backbone else []
-    return {**fold_data(), "backbones": built}
-
-
 def training_input(wildcards):
-    """Manifest, folds, the initial model (or the demo's tiny backbone) and the GMP label files.
-
-    The setup check comes first; `ancient`: rerunning the cheap check never retrains anything."""
+    """Manifest, folds, the initial model (or the demo's tiny backbone) and the GMP label files."""
     recipe = training_recipe(wildcards)
-    inputs = {**fold_data(wildcards), "setup": ancient("results/checks/setup.txt")}
+    inputs = fold_data(wildcards)
     init = recipes.init_model_dir(recipe, wildcards.fold)
     if init:
         inputs["model"] = init

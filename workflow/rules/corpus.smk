@@ -51,22 +51,6 @@ checkpoint make_folds:
         "../scripts/make_folds.py"
 
 
-rule check_setup:
-    input:
-        unpack(setup_input),
-    output:
-        report="results/checks/setup.txt",
-    params:
-        checks=PREFLIGHT,
-        sample_rate=config["corpus"]["sample_rate"],
-    log:
-        "results/logs/check_setup.log",
-    conda:
-        ENV
-    script:
-        "../scripts/check_setup.py"
-
-
 rule make_deploy_split:
     input:
         manifest="results/manifest.tsv",

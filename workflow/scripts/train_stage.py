@@ -4,9 +4,12 @@ What a stage is (heads, losses, initial weights, GMP label files) is read from t
 (`gmptl.recipes`, `gmptl.stages`); runtime settings (device, precision, threads) from the config.
 """
 
+import pandas as pd
 import use_workflow_library  # noqa: F401  (first: this workflow's gmptl, not an installed copy)
 
+from gmptl.corpus import read_manifest
 from gmptl.jobs import run_training
+from gmptl.preflight import check_before_training
 from gmptl.recipes import label_files, write_recipe
 from gmptl.runtime import configure_torch, setup_logging
 from gmptl.settings import RuntimeSettings
@@ -14,6 +17,9 @@ from gmptl.settings import RuntimeSettings
 if __name__ == "__main__":
     setup_logging(snakemake.log[0])
     configure_torch(snakemake.threads)
+    check_before_training(  # config read as data, not a param: the checks never trigger a rerun
+        snakemake.config, read_manifest(snakemake.input.manifest), pd.read_csv(snakemake.input.folds, sep="\t")
+    )
     write_recipe(snakemake.wildcards.stage, snakemake.wildcards.id, snakemake.params.recipe)
     run_training(
         snakemake.params.recipe,

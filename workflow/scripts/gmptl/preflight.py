@@ -1,6 +1,9 @@
 """Checks that run before any training: what can be known from the config, manifest, folds and backbone
 configs is checked up front, so a bad setting fails in seconds instead of after hours of GPU time.
 
+Every training job runs them first, for every configured experiment (they take well under a second), so
+the first job of a run stops on a setting that would fail only after multi-task training and extraction.
+
 - every GMP layer exists in the backbone (`gmp.layers` against its `num_hidden_layers`);
 - every k is at most the training frames each fold offers k-means (`gmp.k` against the frames the
   manifest implies, after `kmeans.fit_fraction` and `kmeans.max_fit_frames`);
@@ -16,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .backbone import load_backbone_config
+from .config import experiment_settings
 from .errors import ConfigError, CorpusError
 from .recipes import experiment_seeds, experiment_stages, seeded
 
@@ -38,6 +42,14 @@ def preflight_checks(config: dict, experiments: dict[str, dict]) -> list[dict]:
             )
         checks.append(check)
     return checks
+
+
+def check_before_training(config: dict, manifest: pd.DataFrame, folds: pd.DataFrame) -> list[str]:
+    """Run the checks of every experiment of a validated config; raise on the first problem."""
+    experiments = {name: experiment_settings(config, name) for name in config["experiments"]}
+    report = run_preflight(manifest, folds, preflight_checks(config, experiments), config["corpus"]["sample_rate"])
+    log.info("checks before training passed: %s", "; ".join(report))
+    return report
 
 
 def frames_of(samples: np.ndarray, kernels: list[int], strides: list[int]) -> np.ndarray:
