@@ -21,6 +21,9 @@ config.update(validate_config(config))
 report: "workflow/report/workflow.rst"
 
 
+localrules: all, make_folds, record_stages, summarize_experiment, plot_experiment, compare_experiments
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/corpus.smk"
 include: "workflow/rules/gmp.smk"

@@ -10,7 +10,9 @@
 # /etc/slurm/slurm.conf and gres.conf are linked to DIR's files while the cluster runs (only when
 # no other SLURM config is there; `stop` removes the links).
 # The node advertises one fake GPU (gres.conf: File=/dev/null), so `--gpus=1`
-# jobs are scheduled. No slurmdbd: use `squeue` as status command (MinJobAge keeps finished jobs
+# jobs are scheduled. It is in two partitions, `debug` (the default) and `gpu`, so a test can see
+# where jobs went. JobRequeue=0, as at many sites: a job can be requeued (`scontrol requeue`,
+# preemption) only when it was submitted with `sbatch --requeue`. No slurmdbd: use `squeue` as status command (MinJobAge keeps finished jobs
 # visible for an hour).
 set -euo pipefail
 
@@ -74,7 +76,9 @@ DefMemPerCPU=1000
 SchedulerParameters=sched_interval=1
 GresTypes=gpu
 $node RealMemory=$memory Gres=gpu:1 NodeAddr=127.0.0.1 State=UNKNOWN
+JobRequeue=0
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+PartitionName=gpu Nodes=ALL MaxTime=INFINITE State=UP
 CONF
     echo "Name=gpu File=/dev/null" >"$dir/gres.conf"
     mkdir -p /etc/slurm

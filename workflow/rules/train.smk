@@ -17,6 +17,7 @@ rule train_stage:
         gpu=1,
         mem_mb=32000,
         runtime=train_runtime,
+    retries: 2
     log:
         "results/logs/cache/{stage}/{id}/fold{fold}.log",
     benchmark:

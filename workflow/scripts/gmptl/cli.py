@@ -13,7 +13,7 @@ import logging
 import sys
 from collections.abc import Callable, Iterator
 
-from .errors import GmptlError
+from .errors import ConfigError, GmptlError
 from .fileio import atomic_path
 
 log = logging.getLogger("gmptl")
@@ -112,7 +112,46 @@ def add_cache(subparsers) -> None:
     parser.set_defaults(run=run_cache)
 
 
-COMMANDS: list[Callable] = [add_predict, add_cache]
+def run_plan(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .cache import load_config
+    from .plan import corpus_from_files, corpus_from_statistics, format_plan, make_plan
+
+    config = load_config(args.configfile)
+    if (args.utterances is None) != (args.mean_seconds is None):
+        raise ConfigError("give --utterances and --mean-seconds together")
+    if args.utterances is not None:
+        corpus = corpus_from_statistics(config, args.utterances, args.mean_seconds)
+    else:
+        workdir = Path(args.directory)
+        manifest = Path(args.manifest) if args.manifest else workdir / "results/manifest.tsv"
+        folds = None if args.manifest else workdir / "results/folds.tsv"
+        corpus = corpus_from_files(config, manifest, folds)
+    print(format_plan(make_plan(config, corpus)))
+    return 0
+
+
+def add_plan(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "plan",
+        help="jobs, GPU hours, audio hours per fold and disk of the configured run, before it starts",
+        description=(
+            "The configured run is read as snakemake reads it (config.yaml, then each --configfile). Planned on "
+            "the built manifest (results/manifest.tsv and results/folds.tsv under -d DIR), another manifest "
+            "(--manifest PATH; folds made as make_folds makes them), or corpus statistics "
+            "(--utterances N --mean-seconds S)."
+        ),
+    )
+    parser.add_argument("--configfile", nargs="*", default=[], metavar="FILE", help="as given to snakemake")
+    parser.add_argument("-d", "--directory", default=".", metavar="DIR", help="working directory holding results/")
+    parser.add_argument("--manifest", metavar="PATH", help="a manifest.tsv to plan on")
+    parser.add_argument("--utterances", type=int, metavar="N", help="plan from statistics: number of utterances")
+    parser.add_argument("--mean-seconds", type=float, metavar="S", help="plan from statistics: mean duration")
+    parser.set_defaults(run=run_plan)
+
+
+COMMANDS: list[Callable] = [add_predict, add_cache, add_plan]
 
 
 def build_parser() -> argparse.ArgumentParser:
