@@ -6,7 +6,7 @@ from pathlib import Path
 
 from snakemake.utils import min_version
 
-min_version("8.20")
+min_version("9.14.1")
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow" / "scripts"))
 from gmptl.config import validate_config  # noqa: E402
