@@ -101,6 +101,30 @@ def test_report_is_built(demo_run):
     assert result.returncode == 0, result.stderr[-3000:]
     html = (workdir / "report.html").read_text(errors="ignore")
     assert "summary.tsv" in html and "confusion.png" in html
+    from browser import report_items
+
+    items = report_items(workdir / "report.html")
+    assert {"results/comparison.html", "results/gmp_tl/metrics/summary.html", "results/gmp_tl/settings.html"} <= set(
+        items
+    )
+    comparison = pd.read_csv(workdir / "results" / "comparison.tsv", sep="\t").set_index("experiment")
+    ci = comparison.loc["gmp_tl", ["uar_diff_ci_low", "uar_diff_ci_high"]] * 100
+    page = items["results/comparison.html"]["content"].decode()
+    assert f"[{ci.iloc[0]:+.2f}, {ci.iloc[1]:+.2f}]" in page  # the CI, in the page the report shows
+
+
+def test_report_shows_the_comparison_with_its_intervals_on_screen(demo_run):
+    from browser import CHROMIUM, dump_dom, rendered
+
+    if CHROMIUM is None:
+        pytest.skip("chromium is not on PATH (Debian: apt-get install chromium)")
+    workdir, configs = demo_run
+    report = workdir / "report_screen.html"
+    assert snakemake(workdir, "--report", str(report), configs=configs).returncode == 0
+    comparison = pd.read_csv(workdir / "results" / "comparison.tsv", sep="\t").set_index("experiment")
+    low, high = comparison.loc["gmp_tl", ["uar_diff_ci_low", "uar_diff_ci_high"]] * 100
+    screen = rendered(dump_dom(report))  # the report's first page, as a browser renders it
+    assert f"[{low:+.2f}, {high:+.2f}]" in screen
 
 
 def test_paper_config_plans_every_stage_for_five_folds_with_gpus(tmp_path):
