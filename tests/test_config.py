@@ -72,3 +72,31 @@ def test_shipped_configs_are_valid(files):
     for name in files:
         merged = deep_merge(merged, load_yaml(ROOT / name))
     validate_config(merged)
+
+
+def test_every_schema_property_has_a_clean_description_and_a_readme_row():
+    """Unquoted commas in a YAML flow mapping silently cut a description into stray keys; the README lists every key."""
+    from conftest import ROOT
+
+    from gmptl.config import load_schema
+
+    readme = (ROOT / "README.md").read_text()
+    keywords = {"type", "default", "description", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}
+    keywords |= {"enum", "items", "minItems", "uniqueItems", "properties", "additionalProperties", "required", "$ref"}
+    keywords |= {"pattern", "minLength", "oneOf", "propertyNames", "minProperties"}
+    schema = load_schema()
+
+    def leaves(prefix, properties):
+        for name, sub in properties.items():
+            stray = [k for k in sub if k not in keywords]
+            assert not stray, f"{prefix}{name}: stray schema keys {stray} (quote the description)"
+            ref = sub.get("$ref", "").split("/")[-1]
+            if ref in schema["$defs"] and ref != "train_override":
+                yield from leaves(f"{prefix}{name}.", schema["$defs"][ref]["properties"])
+            elif "properties" in sub and name != "columns":
+                yield from leaves(f"{prefix}{name}.", sub["properties"])
+            else:
+                yield f"{prefix}{name}"
+
+    missing = [key for key in leaves("", schema["properties"]) if f"`{key}`" not in readme]
+    assert not missing, f"config keys without a README row: {missing}"
