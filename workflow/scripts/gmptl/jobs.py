@@ -135,14 +135,15 @@ def _train_recipe(recipe, fold, manifest_path, folds_path, init_model, gmp_paths
         seed=seed,
         state_dir=state_dir,
         fingerprint=fingerprint,
-        precision=runtime.precision,
-        eval_batch_seconds=runtime.eval_batch_seconds,
+        runtime=runtime,
+        label=f"{spec.name} fold {fold}",
     )
     metadata = {
         "stage": spec.name,
         "fold": fold,
         "init": source,
         "best_epoch": result.best_epoch,
+        "best_step": result.best_step,
         "best": result.best,
         "selection": "valid_uar" if spec.selects_by_uar else "valid_loss",
         "seed": recipe["seed"],
