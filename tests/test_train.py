@@ -453,3 +453,18 @@ def test_class_weights_and_specaugment_train_a_stage(corpus, tiny_backbone, tmp_
     assert "emotion loss weights {'neu': 1.0, 'hap': 1.0, 'ang': 1.0, 'sad': 1.0}" in caplog.text
     recipe = json.loads((tmp_path / "stage2" / "model.json").read_text())["recipe"]
     assert recipe["train"]["class_weights"] == "balanced" and recipe["train"]["specaugment"] == augment
+
+
+def test_runtime_keys_never_change_a_recipe_but_training_length_does(tiny_backbone):
+    def ids(**overrides):
+        config, settings = settings_for(tiny_backbone, **overrides)
+        return {kind: stage.id for kind, stage in experiment_stages(config, settings).items()}
+
+    plain = ids()
+    train = {"epochs": 3, "batch_size": 4, "lr": 1e-3, "head_lr": 3e-3, "max_crop_s": 0.6}  # settings_for's
+    runtime = ids(train={**train, "checkpoint_minutes": 0.5, "loader_workers": 0}, log_every_s=5)
+    assert runtime == plain
+    longer = ids(stage1={"train": {"steps": 50, "valid_every_steps": 10}})
+    assert longer["stage1"] != plain["stage1"] and longer["mtl"] == plain["mtl"]
+    config, settings = settings_for(tiny_backbone)
+    assert "checkpoint_minutes" not in experiment_stages(config, settings)["stage2"].recipe["train"]
