@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -41,6 +42,7 @@ def corpus(tmp_path_factory):
 
 def settings_for(backbone: str, **overrides) -> tuple[dict, dict]:
     train = {"epochs": 3, "batch_size": 4, "lr": 1e-3, "head_lr": 3e-3, "max_crop_s": 0.6}
+    overrides.setdefault("stage1", {}).setdefault("train", {"steps": None})  # not the paper-scale default
     config = validate_config(
         {
             "corpus": {"root": "unused", "sessions": [1, 2, 3]},
@@ -61,7 +63,7 @@ def recipe_for(stage: str, config: dict, settings: dict, init_model: str | None 
     return recipe
 
 
-def run(stage, corpus, settings, config, out, init_model=None, gmp=None):
+def run(stage, corpus, settings, config, out, init_model=None, gmp=None, runtime=None):
     from gmptl.jobs import run_training
 
     run_training(
@@ -69,7 +71,7 @@ def run(stage, corpus, settings, config, out, init_model=None, gmp=None):
         manifest_path=str(corpus / "manifest.tsv"),
         folds_path=str(corpus / "folds.tsv"),
         fold=1,
-        runtime=RuntimeSettings(device="cpu"),
+        runtime=runtime or RuntimeSettings(device="cpu"),
         init_model=init_model,
         gmp_paths=gmp or {},
         out_dir=str(out),
@@ -114,7 +116,10 @@ def test_stage1_learns_gmp_labels_and_checks_their_frame_counts(corpus, tiny_bac
     from gmptl.folds import fold_table
     from gmptl.gmp import fit_gmp_labels
 
-    config, settings = settings_for(tiny_backbone, stage1={"loss_on": "all"})
+    stage1_train = {"steps": 8, "valid_every_steps": 3, "batch_size": 4, "lr": 2e-3, "head_lr": 1e-2}
+    config, settings = settings_for(
+        tiny_backbone, stage1={"loss_on": "all", "mask_prob": 0.2, "mask_length": 2, "train": stage1_train}
+    )
     table = fold_table(pd.read_csv(corpus / "folds.tsv", sep="\t"), pd.read_csv(corpus / "manifest.tsv", sep="\t"), 1)
     extract_features(
         SpeechEncoder(load_backbone(tiny_backbone), False),
@@ -136,9 +141,16 @@ def test_stage1_learns_gmp_labels_and_checks_their_frame_counts(corpus, tiny_bac
         )
     run("stage1", corpus, settings, config, tmp_path / "stage1", gmp=gmp)
     history = pd.read_csv(tmp_path / "stage1" / "history.tsv", sep="\t")
+    assert list(history["step"]) == [3, 6, 8] and list(history["epoch"]) == [1, 2, 3]  # validated every 3 updates
     assert history["train_loss"].iloc[-1] < history["train_loss"].iloc[0]
+    for head in ("L1_k4", "L2_k4"):
+        accuracy, masked, majority = (history[f"{c}_{head}"] for c in ("valid_acc", "valid_acc_masked", "majority"))
+        assert accuracy.between(0, 1).all() and masked.between(0, 1).all() and majority.nunique() == 1
+        assert accuracy.iloc[-1] > majority.iloc[-1]  # the frame head learns its GMPs
     meta = json.loads((tmp_path / "stage1" / "model.json").read_text())
     assert meta["selection"] == "valid_loss" and set(meta["spec"]["gmp_heads"]) == {"L1_k4", "L2_k4"}
+    best = history.loc[history["valid_loss"].idxmin()]
+    assert (meta["best_epoch"], meta["best_step"]) == (best["epoch"], best["step"])
     with h5py.File(gmp["L1_k4"], "r+") as handle:  # one training utterance loses a frame
         row = int(np.flatnonzero(handle["split"].asstr()[:] == "train")[0])
         lengths, offsets, labels = handle["lengths"][:], handle["offsets"][:], handle["labels"][:]
@@ -193,17 +205,19 @@ TRAIN_SCRIPT = textwrap.dedent("""
     setup_logging()
     configure_torch(1)
     args = json.loads(sys.argv[1])
-    run_training(init_model=None, gmp_paths={{}}, runtime=RuntimeSettings(device="cpu"), fold=1, **args)
+    runtime = RuntimeSettings(device="cpu", **args.pop("runtime"))
+    run_training(init_model=None, gmp_paths={{}}, runtime=runtime, fold=1, **args)
 """)
 
 
-def start_training(corpus, config, settings, out, scripts=ROOT / "workflow" / "scripts"):
+def start_training(corpus, config, settings, out, scripts=ROOT / "workflow" / "scripts", **runtime):
     args = {
         "recipe": recipe_for("stage2", config, settings),
         "manifest_path": str(corpus / "manifest.tsv"),
         "folds_path": str(corpus / "folds.tsv"),
         "out_dir": str(out),
         "state_dir": f"{out}.resume",
+        "runtime": runtime,
     }
     script = TRAIN_SCRIPT.format(scripts=str(scripts))
     return subprocess.Popen(
@@ -221,41 +235,36 @@ def weights(model_dir: Path) -> dict:
 
 
 def test_training_killed_mid_epoch_resumes_to_the_same_result(corpus, tiny_backbone, tmp_path):
-    config, settings = settings_for(
-        tiny_backbone,
-        train={
-            "epochs": 5,
-            "batch_size": 2,
-            "lr": 1e-3,
-            "head_lr": 3e-3,
-            "max_crop_s": 0.6,
-            "freeze_feature_encoder": False,
-        },
-    )
-    reference = start_training(corpus, config, settings, tmp_path / "straight")
+    """Killed between two time-based checkpoints inside a pass, the rerun continues at the saved update and
+    ends bit-identical to an uninterrupted run (which loaded its audio in the training thread)."""
+    train = {"epochs": 4, "batch_size": 2, "lr": 1e-3, "head_lr": 3e-3, "max_crop_s": 0.6}
+    config, settings = settings_for(tiny_backbone, train={**train, "freeze_feature_encoder": False})
+    reference = start_training(corpus, config, settings, tmp_path / "straight", loader_workers=0)
     assert reference.wait(timeout=600) == 0, reference.stderr.read()
+    updates_per_pass = int(pd.read_csv(tmp_path / "straight" / "history.tsv", sep="\t")["step"].iloc[0])
 
     out = tmp_path / "killed"
     state = Path(f"{out}.resume") / "state.pt"
-    job = start_training(corpus, config, settings, out)
-    deadline = time.time() + 300
-    while not state.exists() and time.time() < deadline and job.poll() is None:
+    job = start_training(corpus, config, settings, out, checkpoint_minutes=1e-9, loader_workers=2)  # every update
+    deadline, saved = time.time() + 300, None
+    while time.time() < deadline and job.poll() is None:
+        try:
+            saved = torch.load(state, weights_only=True)
+        except (FileNotFoundError, RuntimeError, EOFError):
+            saved = None
+        if saved and saved["epoch"] >= 1 and saved["step"] % updates_per_pass:
+            break
         time.sleep(0.01)
-    first_epoch_done = time.time()
-    while torch.load(state, weights_only=False)["epoch"] < 2 and job.poll() is None:
-        time.sleep(0.01)
-    epoch_seconds = time.time() - first_epoch_done
-    time.sleep(epoch_seconds * 0.4)  # inside epoch 3
     assert job.poll() is None, "training ended before it could be killed"
     job.send_signal(signal.SIGKILL)
     job.wait()
-    saved = torch.load(state, weights_only=False)["epoch"]
-    assert 2 <= saved < 5 and not out.exists()  # killed mid-run: no model folder, state kept
+    saved = torch.load(state, weights_only=True)
+    assert saved["step"] % updates_per_pass and saved["step"] < 4 * updates_per_pass and not out.exists()
 
-    rerun = start_training(corpus, config, settings, out)
+    rerun = start_training(corpus, config, settings, out, loader_workers=1)
     assert rerun.wait(timeout=600) == 0
     log = rerun.stderr.read()
-    assert f"resuming stage2 from {out}.resume after epoch {saved}" in log
+    assert f"resuming stage2 from {out}.resume at step {saved['step']}/{4 * updates_per_pass}" in log, log[-2000:]
     straight, resumed = weights(tmp_path / "straight"), weights(out)
     for key in straight:
         torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=0, msg=key)
@@ -297,3 +306,165 @@ def test_resume_after_a_library_edit_starts_fresh_and_says_why(corpus, tiny_back
     log = rerun.stderr.read()
     assert "is not resumed: code changed since it was saved (the gmptl library: gmptl" in log, log[-2000:]
     assert "resuming" not in log and json.loads((out / "model.json").read_text())["best_epoch"] >= 1
+
+
+# The loop itself, driven directly with a fake clock -----------------------------------------------
+
+
+class FakeClock:
+    """Minutes pass only when the optimiser updates (`minutes_per_update` each)."""
+
+    def __init__(self, minutes_per_update: float):
+        self.now, self.step = 0.0, minutes_per_update * 60
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def direct_stage2(corpus, tiny_backbone, **train):
+    """(model, spec, train data, valid data, settings, audio) of a stage-2 fold-1 run, for `train_stage`."""
+    from gmptl.data import split_utterances
+    from gmptl.jobs import load_fold
+    from gmptl.model import build_model
+    from gmptl.settings import AudioSettings, TrainSettings
+    from gmptl.stages import stage_spec
+
+    config, settings = settings_for(tiny_backbone, train=train)
+    recipe = recipe_for("stage2", config, settings)
+    spec = stage_spec(recipe, CLASSES)
+    table = load_fold(str(corpus / "manifest.tsv"), str(corpus / "folds.tsv"), 1)
+    data = [split_utterances(table, split, CLASSES) for split in ("train", "valid")]
+    torch.manual_seed(0)
+    model = build_model(tiny_backbone, spec.heads)
+    return model, spec, *data, TrainSettings.from_dict(recipe["train"]), AudioSettings(16000, "convert")
+
+
+def train_directly(parts, tmp_path, clock, monkeypatch, **runtime):
+    import gmptl.train as train
+
+    model, spec, train_data, valid_data, cfg, audio = parts
+    update = train._update
+
+    def timed_update(*args):
+        update(*args)
+        clock.now += clock.step
+
+    saved = []
+    save = train.save_state
+    monkeypatch.setattr(train, "_update", timed_update)
+    monkeypatch.setattr(train, "save_state", lambda folder, state: (saved.append(state["step"]), save(folder, state)))
+    result = train.train_stage(
+        model,
+        spec,
+        train_data,
+        valid_data,
+        cfg,
+        classes=CLASSES,
+        device=torch.device("cpu"),
+        audio=audio,
+        seed=1,
+        state_dir=tmp_path / "state",
+        fingerprint={"test": 1},
+        runtime=RuntimeSettings(device="cpu", **runtime),
+        clock=clock,
+    )
+    return result, saved
+
+
+def test_resume_state_is_saved_every_checkpoint_minutes_and_after_each_validation(
+    corpus, tiny_backbone, tmp_path, monkeypatch
+):
+    parts = direct_stage2(corpus, tiny_backbone, epochs=2, batch_size=2)  # 12 updates per pass
+    result, saved = train_directly(parts, tmp_path, FakeClock(4), monkeypatch, checkpoint_minutes=10)
+    assert list(result.history["step"]) == [12, 24]
+    # 4 minutes per update: saved after updates 3, 6, 9 (≥ 10 min since the last save), at the validation
+    # after 12, then 3 updates after it again
+    assert saved == [3, 6, 9, 12, 15, 18, 21, 24]
+
+
+def test_training_logs_periodic_progress_with_eta(corpus, tiny_backbone, tmp_path, monkeypatch, caplog):
+    parts = direct_stage2(corpus, tiny_backbone, epochs=1, batch_size=2)
+    with caplog.at_level(logging.INFO, logger="gmptl.progress"):
+        train_directly(parts, tmp_path, FakeClock(1), monkeypatch, log_every_s=150)  # a line every 3 updates
+    lines = [r.getMessage() for r in caplog.records if r.name == "gmptl.progress"]
+    assert [line.split(" | ")[0] for line in lines] == [
+        f"stage2: step {n}/12 ({100 * n / 12:.1f} %)" for n in (3, 6, 9, 12, 12)
+    ]
+    assert "ETA 0:09:00" in lines[0] and "elapsed 0:03:00" in lines[0] and "audio-s/s" in lines[0]
+    assert "epoch 1/1" in lines[-1] and "valid_uar" in lines[-1]  # the epoch end
+
+
+def test_specaugment_masks_frames_and_zeroes_channels_of_the_projected_features(tiny_backbone):
+    from gmptl.model import HeadSpec, build_model
+    from gmptl.settings import SpecAugment
+    from gmptl.stages import StageSpec
+    from gmptl.train import input_masks
+
+    model = build_model(tiny_backbone, HeadSpec(CLASSES))
+    spec = StageSpec("stage2", model.spec, emotion_weight=1.0)
+    lengths = torch.tensor([64000, 32000] * 20)
+    augment = SpecAugment(time_mask_prob=0.3, time_mask_length=5, channel_mask_prob=0.25, channel_mask_length=4)
+    times, channels = input_masks(model, spec, lengths, np.random.default_rng(0), augment)
+    frames = model.encoder.frame_lengths(lengths)
+    assert times.shape == (40, int(frames.max())) and not times[1::2, frames[1] :].any()
+    assert 0.2 < times[::2].float().mean() < 0.35  # about time_mask_prob of the frames (spans overlap)
+    assert channels.shape == (40, model.encoder.hidden_size) and 0.17 < channels.float().mean() < 0.3
+    assert input_masks(model, spec, lengths, np.random.default_rng(0), None) == (None, None)
+    lengths, times, channels = lengths[:2], times[:2], channels[:2]
+
+    captured = []
+    model.encoder.model.encoder.register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
+    waves = torch.randn(2, 64000) * 0.1
+    model(waves, lengths, channel_mask=channels)
+    hidden = captured[0]
+    assert torch.all(hidden[channels[:, None, :].expand_as(hidden)] == 0)
+    assert hidden[0, : frames[0]][:, ~channels[0]].abs().min() > 0
+
+
+def test_balanced_class_weights_weigh_the_emotion_loss(tiny_backbone):
+    import torch.nn.functional as F
+
+    from gmptl.data import Batch
+    from gmptl.model import HeadSpec, build_model, with_margin
+    from gmptl.stages import StageSpec
+    from gmptl.train import forward_batch
+
+    model = build_model(tiny_backbone, HeadSpec(CLASSES, emotion_classifier="amsoftmax")).eval()
+    spec = StageSpec("stage2", model.spec, emotion_weight=1.0)
+    emotion = torch.tensor([0, 0, 0, 3])
+    batch = Batch(torch.randn(4, 8000) * 0.1, torch.full((4,), 8000), emotion, torch.zeros(4, dtype=torch.long), {})
+    weights = torch.tensor([0.5, 1.0, 1.0, 2.0])
+    loss, out = forward_batch(
+        model, spec, batch, torch.device("cpu"), np.random.default_rng(0), emotion_weights=weights
+    )
+    expected = F.cross_entropy(with_margin(out["emotion"], emotion, model.emotion_margin), emotion, weight=weights)
+    torch.testing.assert_close(loss, expected)
+    plain, _ = forward_batch(model, spec, batch, torch.device("cpu"), np.random.default_rng(0))
+    assert not torch.isclose(loss, plain)
+
+
+def test_class_weights_and_specaugment_train_a_stage(corpus, tiny_backbone, tmp_path, caplog):
+    augment = {"time_mask_prob": 0.2, "time_mask_length": 4, "channel_mask_prob": 0.1, "channel_mask_length": 4}
+    config, settings = settings_for(
+        tiny_backbone, train={"epochs": 1, "class_weights": "balanced", "specaugment": augment}
+    )
+    with caplog.at_level(logging.INFO):
+        run("stage2", corpus, settings, config, tmp_path / "stage2")
+    assert "emotion loss weights {'neu': 1.0, 'hap': 1.0, 'ang': 1.0, 'sad': 1.0}" in caplog.text
+    recipe = json.loads((tmp_path / "stage2" / "model.json").read_text())["recipe"]
+    assert recipe["train"]["class_weights"] == "balanced" and recipe["train"]["specaugment"] == augment
+
+
+def test_runtime_keys_never_change_a_recipe_but_training_length_does(tiny_backbone):
+    def ids(**overrides):
+        config, settings = settings_for(tiny_backbone, **overrides)
+        return {kind: stage.id for kind, stage in experiment_stages(config, settings).items()}
+
+    plain = ids()
+    train = {"epochs": 3, "batch_size": 4, "lr": 1e-3, "head_lr": 3e-3, "max_crop_s": 0.6}  # settings_for's
+    runtime = ids(train={**train, "checkpoint_minutes": 0.5, "loader_workers": 0}, log_every_s=5)
+    assert runtime == plain
+    longer = ids(stage1={"train": {"steps": 50, "valid_every_steps": 10}})
+    assert longer["stage1"] != plain["stage1"] and longer["mtl"] == plain["mtl"]
+    config, settings = settings_for(tiny_backbone)
+    assert "checkpoint_minutes" not in experiment_stages(config, settings)["stage2"].recipe["train"]

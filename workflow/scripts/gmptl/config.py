@@ -18,7 +18,11 @@ from .settings import GmpHead
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
 # Settings that cannot change a result (batch sizes of inference, chunking): runtime only.
-RUNTIME_KEYS = {"features": ("batch_seconds",), "train": ("eval_batch_seconds",), "kmeans": ("chunk_frames",)}
+RUNTIME_KEYS = {
+    "features": ("batch_seconds",),
+    "train": ("eval_batch_seconds", "checkpoint_minutes", "loader_workers"),
+    "kmeans": ("chunk_frames",),
+}
 METHOD_KEYS = ("seed", "backbone", "gmp", "features", "kmeans", "train", "mtl", "stage1", "stage2")
 STAGES = ("mtl", "stage1", "stage2")
 

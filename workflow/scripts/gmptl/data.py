@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -90,6 +91,25 @@ def balanced_weights(labels: np.ndarray) -> np.ndarray:
     return weights / weights.sum()
 
 
+def class_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """Cross-entropy weights n / (classes × n_c) of the classes present (scikit-learn's 'balanced'); absent ones 0."""
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    present = counts > 0
+    weights = np.zeros(n_classes)
+    weights[present] = len(labels) / (present.sum() * counts[present])
+    return weights
+
+
+def majority_baseline(train: list[np.ndarray], valid: list[np.ndarray]) -> tuple[int, float]:
+    """The most frequent frame label of `train` and the share of `valid` frames that carry it."""
+    train_labels = np.concatenate(train) if train else np.zeros(0, np.int64)
+    valid_labels = np.concatenate(valid) if valid else np.zeros(0, np.int64)
+    if not len(train_labels):
+        return -1, float("nan")
+    majority = int(np.bincount(train_labels).argmax())
+    return majority, float(np.mean(valid_labels == majority)) if len(valid_labels) else float("nan")
+
+
 @dataclass
 class Batch:
     waves: torch.Tensor  # (B, S)
@@ -107,12 +127,18 @@ def load_batch(
     max_samples: int | None = None,
     hop: int = 1,
     rng: np.random.Generator | None = None,
+    read: Callable[[int], np.ndarray] | None = None,
 ) -> Batch:
     """Decode and pad the utterances at `index`; with `max_samples` and `rng`, crop longer ones
-    at a random start aligned to the frame `hop` (their frame labels are shifted to match)."""
+    at a random start aligned to the frame `hop` (their frame labels are shifted to match).
+
+    `read(i)` gives utterance i's samples (default: decode and resample `data.paths[i]`)."""
     waves, labels = [], {name: [] for name in data.frame_labels}
     for i in index:
-        wave = load_audio(data.paths[i], audio.sample_rate, audio.on_format_mismatch)
+        if read is not None:
+            wave = read(int(i))
+        else:
+            wave = load_audio(data.paths[i], audio.sample_rate, audio.on_format_mismatch)
         start_frame = 0
         if max_samples is not None and len(wave) > max_samples and rng is not None:
             start_frame = int(rng.integers(0, (len(wave) - max_samples) // hop + 1))

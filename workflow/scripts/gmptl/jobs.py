@@ -155,8 +155,8 @@ def _train_recipe(recipe, fold, manifest_path, folds_path, init_model, gmp_paths
         seed=seed,
         state_dir=state_dir,
         fingerprint=fingerprint,
-        precision=runtime.precision,
-        eval_batch_seconds=runtime.eval_batch_seconds,
+        runtime=runtime,
+        label=f"{spec.name} fold {fold}",
     )
     metadata = {
         "stage": spec.name,
@@ -168,6 +168,7 @@ def _train_recipe(recipe, fold, manifest_path, folds_path, init_model, gmp_paths
             "tiny_demo_model": is_tiny_demo_model(source),
         },
         "best_epoch": result.best_epoch,
+        "best_step": result.best_step,
         "best": result.best,
         "selection": "valid_uar" if spec.selects_by_uar else "valid_loss",
         "seed": recipe["seed"],

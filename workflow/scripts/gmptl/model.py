@@ -13,9 +13,11 @@ with `torch.load(weights_only=True)`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -139,8 +141,11 @@ class GmptlModel(nn.Module):
         classifier = self.emotion.classifier if self.emotion is not None else None
         return classifier.scale * classifier.margin if isinstance(classifier, AMSoftmax) else 0.0
 
-    def forward(self, waves, lengths, *, time_mask=None) -> dict[str, torch.Tensor]:
-        _, hidden, mask = self.encoder(waves, lengths, (), time_mask, self.mask_embedding)
+    def forward(self, waves, lengths, *, time_mask=None, channel_mask=None) -> dict[str, torch.Tensor]:
+        """Scores of every head. `time_mask` (B, T) replaces frames by the mask embedding, `channel_mask`
+        (B, D) zeroes feature channels; both act on the projected features (the transformer's input)."""
+        with zeroed_channels(self.encoder, channel_mask):
+            _, hidden, mask = self.encoder(waves, lengths, (), time_mask, self.mask_embedding)
         out = {"frame_mask": mask}
         if self.emotion is not None:
             out["emotion"] = self.emotion(hidden, mask)
@@ -155,6 +160,33 @@ class GmptlModel(nn.Module):
 
     def backbone_parameters(self) -> list[nn.Parameter]:
         return list(self.encoder.parameters())
+
+
+@contextlib.contextmanager
+def zeroed_channels(encoder: SpeechEncoder, channel_mask: torch.Tensor | None) -> Iterator[None]:
+    """Zero the channels where `channel_mask` (B, D) is true in the output of the backbone's feature projection.
+
+    A forward hook, so it holds for batched and utterance-by-utterance encoding alike (rows are consumed
+    in order). No-op without a mask.
+    """
+    if channel_mask is None:
+        yield
+        return
+    row = 0
+
+    def hook(_module, _inputs, output):
+        nonlocal row
+        hidden = output[0] if isinstance(output, tuple) else output
+        keep = ~channel_mask[row : row + hidden.shape[0], None, :]
+        row += hidden.shape[0]
+        hidden = hidden * keep.to(hidden.dtype)
+        return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+    handle = encoder.model.feature_projection.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def build_model(backbone: str, spec: HeadSpec) -> GmptlModel:

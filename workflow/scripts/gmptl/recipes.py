@@ -69,8 +69,12 @@ def data_recipe(config: dict) -> dict:
     }
 
 
+UTTERANCE_ONLY_TRAIN_KEYS = ("class_weights", "specaugment")  # act only where an emotion loss is trained
+
+
 def _train(settings: dict, stage: str) -> dict:
-    return _without(settings[stage]["train"], RUNTIME_KEYS["train"])
+    drop = RUNTIME_KEYS["train"] + (UTTERANCE_ONLY_TRAIN_KEYS if stage == "stage1" else ())
+    return _without(settings[stage]["train"], drop)
 
 
 def _init(settings: dict, init: str, stages: dict[str, Stage]) -> dict:

@@ -5,8 +5,8 @@ Two kinds of settings exist, and they are kept apart on purpose:
 - *result* settings (a stage's recipe: what it is fitted on and how) decide a stage's output; they are
   its identity (`gmptl.recipes`) and the only rerun trigger;
 - *runtime* settings (`RuntimeSettings`: device, precision, threads, inference batch sizes, k-means
-  chunking) cannot change a result beyond floating-point noise; they are read from the top level of the
-  config and never name a cached output.
+  chunking, checkpoint/log intervals, loader threads) cannot change a result beyond floating-point
+  noise; they are read from the top level of the config and never name a cached output.
 """
 
 from __future__ import annotations
@@ -61,10 +61,35 @@ def _from_dict(cls, values: dict, where: str):
 
 
 @dataclass(frozen=True)
+class SpecAugment:
+    """Time and channel masking of the projected features during the utterance stages (HF `mask_time_prob` style).
+
+    `time_mask_prob` / `channel_mask_prob` are the expected fractions of frames / channels covered:
+    each frame (channel) starts a span of `*_length` with probability `prob / length`.
+    """
+
+    time_mask_prob: float = 0.0
+    time_mask_length: int = 10
+    channel_mask_prob: float = 0.0
+    channel_mask_length: int = 10
+
+    @property
+    def active(self) -> bool:
+        return self.time_mask_prob > 0 or self.channel_mask_prob > 0
+
+
+@dataclass(frozen=True)
 class TrainSettings:
-    """Optimisation of one training stage (`train` merged with `<stage>.train`), result settings only."""
+    """Optimisation of one training stage (`train` merged with `<stage>.train`), result settings only.
+
+    Length: `steps` optimiser updates when set (passes over the data cycle as needed), else `epochs`
+    passes. Validation (and checkpoint selection) every `valid_every_steps` updates when set, else at
+    the end of every pass, and always after the last update.
+    """
 
     epochs: int
+    steps: int | None
+    valid_every_steps: int | None
     batch_size: int
     grad_accum: int
     lr: float
@@ -75,9 +100,14 @@ class TrainSettings:
     max_crop_s: float
     balanced_sampling: bool
     freeze_feature_encoder: bool
+    class_weights: str = "none"  # none | balanced: weights of the emotion cross-entropy (utterance stages only)
+    specaugment: SpecAugment = SpecAugment()  # utterance stages only; absent from stage-1 recipes
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainSettings:
+        values = {"class_weights": "none", "specaugment": {}, **values}
+        if isinstance(values.get("specaugment"), dict):
+            values["specaugment"] = _from_dict(SpecAugment, values["specaugment"], "train.specaugment")
         return _from_dict(cls, values, "train settings")
 
 
@@ -120,7 +150,10 @@ class RuntimeSettings:
     extract_batch_seconds: float = 160.0
     eval_batch_seconds: float = 120.0
     kmeans_chunk_frames: int = 32768
-    demo: bool = False
+    demo: bool = False  # the demo run: its tiny random backbone is expected, not warned about
+    checkpoint_minutes: float = 10.0  # a training job saves its resume state at least this often
+    log_every_s: float = 60.0  # long jobs log their progress at most this often (and at each epoch end)
+    loader_workers: int = 2  # background threads decoding training audio (0: in the training thread)
 
     @classmethod
     def from_config(cls, config: dict, threads: int | None = None) -> RuntimeSettings:
@@ -133,4 +166,7 @@ class RuntimeSettings:
             eval_batch_seconds=float(config["train"]["eval_batch_seconds"]),
             kmeans_chunk_frames=int(config["kmeans"]["chunk_frames"]),
             demo=bool(config["demo"]["enabled"]),
+            checkpoint_minutes=float(config["train"]["checkpoint_minutes"]),
+            log_every_s=float(config["log_every_s"]),
+            loader_workers=int(config["train"]["loader_workers"]),
         )
