@@ -105,9 +105,11 @@ class TrainSettings:
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainSettings:
-        values = {"class_weights": "none", "specaugment": {}, **values}
-        if isinstance(values.get("specaugment"), dict):
+        values = {"class_weights": "none", "specaugment": None, **values}
+        if isinstance(values["specaugment"], dict):
             values["specaugment"] = _from_dict(SpecAugment, values["specaugment"], "train.specaugment")
+        elif values["specaugment"] is None:
+            values["specaugment"] = SpecAugment()
         return _from_dict(cls, values, "train settings")
 
 
