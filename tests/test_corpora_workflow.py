@@ -21,7 +21,7 @@ folds: {protocol: speaker}
 experiments: {gmp_tl: {}}
 """
 TABLE = """
-demo: {enabled: true, format: table, speakers: 4, utterances_per_speaker: 6, min_duration_s: 0.8, max_duration_s: 1.0}
+demo: {enabled: true, format: table, speakers: 8, utterances_per_speaker: 5, min_duration_s: 0.8, max_duration_s: 1.0}
 corpus: {format: table, root: results/demo/table_corpus, table: labels.tsv}
 folds: {protocol: kfold, k: 2}
 """
