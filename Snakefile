@@ -35,3 +35,9 @@ rule all:
     input:
         all_targets,
     default_target: True
+
+
+onsuccess:
+    from gmptl.report import closing_summary
+
+    print(closing_summary("results/comparison.tsv", list(EXPERIMENTS), "snakemake --report report.html (same --configfile)"))

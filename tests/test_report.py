@@ -182,3 +182,25 @@ def test_plot_curves_draws_every_stage(tmp_path):
     ]
     plot_curves(models, tmp_path / "curves.png", "test")
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_finished_run_ends_with_the_headline_figures_and_where_things_are(tmp_path):
+    from gmptl.report import closing_summary
+
+    table = pd.DataFrame(
+        [
+            {"experiment": "finetune", "uar_mean": 0.70, "uar_std": 0.02, "war_mean": 0.69, "war_std": 0.01,
+             "reference": "finetune", "uar_diff": 0.0, "uar_p": float("nan")},
+            {"experiment": "gmp_tl", "uar_mean": 0.7312, "uar_std": 0.02, "war_mean": 0.72, "war_std": 0.01,
+             "reference": "finetune", "uar_diff": 0.0312, "uar_diff_ci_low": 0.0145, "uar_diff_ci_high": 0.0478,
+             "uar_p": 0.0004},
+        ]
+    )  # fmt: skip
+    table.to_csv(tmp_path / "comparison.tsv", sep="\t", index=False)
+    text = closing_summary(tmp_path / "comparison.tsv", ["finetune", "gmp_tl"], "snakemake --report report.html")
+    assert "finetune             UAR  70.00 ±  2.00" in text
+    assert (
+        "gmp_tl               UAR  73.12 ±  2.00   WAR  72.00 ±  1.00   ΔUAR vs finetune +3.12 [+1.45, +4.78]" in text
+    )
+    assert "snakemake --report report.html" in text and "metrics/summary.tsv" in text
+    assert closing_summary(tmp_path / "absent.tsv", ["x"], "") == ""

@@ -252,3 +252,27 @@ def _save(fig, out_path) -> None:
     with atomic_path(out_path) as tmp:
         fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
+
+
+def closing_summary(comparison_path: str | Path, experiments: Sequence[str], report_hint: str) -> str:
+    """What a finished run tells its user: the headline figures per experiment and where everything is."""
+    path = Path(comparison_path)
+    if not path.is_file():
+        return ""
+    table = pd.read_csv(path, sep="\t").set_index("experiment")
+    lines = ["", f"gmptl: results ({path}; headline = mean over folds ± std, in %)"]
+    for name in (e for e in experiments if e in table.index):
+        row = table.loc[name]
+        text = f"  {name:<20} UAR {100 * row['uar_mean']:6.2f} ± {100 * row['uar_std']:5.2f}"
+        text += f"   WAR {100 * row['war_mean']:6.2f} ± {100 * row['war_std']:5.2f}"
+        if name != row.get("reference") and pd.notna(row.get("uar_p")):
+            low, high = 100 * row["uar_diff_ci_low"], 100 * row["uar_diff_ci_high"]
+            diff = f"{100 * row['uar_diff']:+.2f} [{low:+.2f}, {high:+.2f}] p={row['uar_p']:.3g}"
+            text += f"   ΔUAR vs {row['reference']} {diff}"
+        lines.append(text)
+    lines += [
+        "  per experiment: results/<exp>/metrics/summary.tsv, metrics/folds.tsv, plots/, stages.tsv",
+        f"  report: {report_hint}",
+        "",
+    ]
+    return "\n".join(lines)
