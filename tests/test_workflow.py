@@ -290,3 +290,14 @@ def test_cache_lists_and_prunes_only_unused_stage_outputs(demo_run):
     pruned = gmptl_cli(workdir, "cache", "prune", "--yes", "--configfile", *files)
     assert pruned.returncode == 0 and not unused.exists()
     assert "Nothing to be done" in snakemake(workdir, "-n", configs=configs).output  # everything used is kept
+
+
+def test_several_seeds_plan_every_experiment_per_seed(tmp_path):
+    (tmp_path / "seeds.yaml").write_text("seeds: [1, 2]\n")
+    plan = snakemake(tmp_path, "-n", configs=("demo.yaml", str(tmp_path / "seeds.yaml")))
+    assert plan.returncode == 0, plan.output[-3000:]
+    counts = job_counts(plan.output)
+    assert counts["train_stage"] == 2 * 5 * 4 and counts["evaluate_fold"] == 2 * 5 * 2  # seeds × folds × …
+    for seed in (1, 2):
+        assert f"results/gmp_tl/seed{seed}/fold3/predictions.tsv" in plan.output
+    assert "results/gmp_tl/fold3/predictions.tsv" not in plan.output
