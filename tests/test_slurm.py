@@ -6,6 +6,7 @@ The cluster (tests/slurm/cluster.sh) is installed with apt and started by this t
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -215,7 +216,8 @@ def interrupt_running_training(remote: Path, cluster: dict, epochs: int, interru
 
 def assert_resumed_and_complete(remote: Path, stage, epochs: int) -> None:
     log = (remote / f"results/logs/cache/stage2/{stage.id}/fold1.log").read_text()
-    assert f"resuming stage2 from results/cache/stage2/{stage.id}/fold1.resume after epoch" in log, log[-2000:]
+    resumed = rf"resuming stage2 from results/cache/stage2/{stage.id}/fold1\.resume at step [1-9]\d*/\d+ \(after epoch"
+    assert re.search(resumed, log), log[:3000]
     history = pd.read_csv(remote / f"results/cache/stage2/{stage.id}/fold1/history.tsv", sep="\t")
     assert list(history["epoch"]) == list(range(1, epochs + 1))
 
