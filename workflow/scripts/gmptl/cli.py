@@ -95,6 +95,12 @@ def run_cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_workflow_arguments(parser: argparse.ArgumentParser) -> None:
+    """The config files and working directory, as snakemake takes them."""
+    parser.add_argument("--configfile", nargs="*", default=[], metavar="FILE", help="as given to snakemake")
+    parser.add_argument("-d", "--directory", default=".", metavar="DIR", help="working directory holding results/")
+
+
 def add_cache(subparsers) -> None:
     parser = subparsers.add_parser(
         "cache",
@@ -106,8 +112,7 @@ def add_cache(subparsers) -> None:
         ),
     )
     parser.add_argument("action", choices=["list", "prune"])
-    parser.add_argument("--configfile", nargs="*", default=[], metavar="FILE", help="as given to snakemake")
-    parser.add_argument("-d", "--directory", default=".", metavar="DIR", help="working directory holding results/")
+    add_workflow_arguments(parser)
     parser.add_argument("--yes", action="store_true", help="prune: really delete")
     parser.set_defaults(run=run_cache)
 
@@ -143,8 +148,7 @@ def add_plan(subparsers) -> None:
             "(--utterances N --mean-seconds S)."
         ),
     )
-    parser.add_argument("--configfile", nargs="*", default=[], metavar="FILE", help="as given to snakemake")
-    parser.add_argument("-d", "--directory", default=".", metavar="DIR", help="working directory holding results/")
+    add_workflow_arguments(parser)
     parser.add_argument("--manifest", metavar="PATH", help="a manifest.tsv to plan on")
     parser.add_argument("--utterances", type=int, metavar="N", help="plan from statistics: number of utterances")
     parser.add_argument("--mean-seconds", type=float, metavar="S", help="plan from statistics: mean duration")
