@@ -15,7 +15,6 @@ valid-frame mask. Padding never changes a valid frame:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -27,6 +26,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, HubertConfig, HubertModel, Wav2Vec2FeatureExtractor
 
 from .errors import BackboneError
+from .fileio import file_digest, stable_hash
 
 log = logging.getLogger(__name__)
 
@@ -117,14 +117,8 @@ def backbone_digest(name: str) -> str:
     folder = Path(name)
     if not folder.is_dir():
         return f"hub:{name}"
-    digest = hashlib.sha256()
-    for path in sorted(folder.iterdir()):
-        if path.is_file() and (path.suffix in (".json", ".safetensors", ".bin")):
-            digest.update(path.name.encode() + b"\0")
-            with open(path, "rb") as handle:
-                while block := handle.read(1 << 22):
-                    digest.update(block)
-    return digest.hexdigest()[:16]
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in (".json", ".safetensors", ".bin"))
+    return stable_hash({path.name: file_digest(path, length=None) for path in files})
 
 
 def num_layers(model: nn.Module) -> int:

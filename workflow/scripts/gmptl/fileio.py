@@ -65,13 +65,13 @@ def stable_hash(obj) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def file_digest(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Short content hash of one file."""
+def file_digest(path: str | os.PathLike, length: int | None = 16, chunk: int = 1 << 20) -> str:
+    """Content hash (sha256) of one file: its first `length` hex digits, or all of them with None."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while block := handle.read(chunk):
             digest.update(block)
-    return digest.hexdigest()[:16]
+    return digest.hexdigest()[:length]
 
 
 @functools.cache

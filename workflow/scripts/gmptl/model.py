@@ -14,7 +14,6 @@ with `torch.load(weights_only=True)`).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 from collections.abc import Iterator
@@ -30,6 +29,7 @@ from transformers import Wav2Vec2FeatureExtractor
 
 from .backbone import SpeechEncoder, input_normalization, load_backbone
 from .errors import BackboneError
+from .fileio import file_digest
 
 log = logging.getLogger(__name__)
 
@@ -200,14 +200,6 @@ def min_samples(encoder: SpeechEncoder) -> int:
     return int(lengths[encoder.frame_lengths(lengths) >= 1][0])
 
 
-def sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def describe_model(model: GmptlModel, sample_rate: int) -> dict:
     """What model.json records so the model can be rebuilt and fed without the workflow."""
     config = model.encoder.model.config
@@ -261,7 +253,7 @@ def save_model(model: GmptlModel, out_dir: str | Path, metadata: dict, *, sample
     save_file(heads, out_dir / HEADS, metadata={"format": FORMAT})
     files = sorted(p for p in (out_dir / "backbone").rglob("*") if p.is_file()) + [out_dir / HEADS]
     description = describe_model(model, rate)
-    description["files"] = {p.relative_to(out_dir).as_posix(): sha256(p) for p in files}
+    description["files"] = {p.relative_to(out_dir).as_posix(): file_digest(p, length=None) for p in files}
     (out_dir / "model.json").write_text(json.dumps({**metadata, **description}, indent=2, default=str) + "\n")
 
 
@@ -294,7 +286,7 @@ def verify_files(model_dir: Path, meta: dict) -> None:
             raise BackboneError(
                 f"model folder '{model_dir}' lacks '{name}' (listed in model.json); copy the whole folder"
             )
-        if sha256(path) != digest:
+        if file_digest(path, length=None) != digest:
             raise BackboneError(
                 f"'{path}' differs from the sha256 recorded in model.json (altered or damaged); "
                 "re-copy the model folder, or rerun the rule that trains it"

@@ -17,11 +17,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .cache import human_bytes
 from .config import experiment_settings
 from .errors import BackboneError, ConfigError
+from .preflight import frames_of
 from .protocols import expected_fold_ids
 from .recipes import MODEL_KINDS, Stage, catalog, experiment_seeds, experiment_stages, seeded
 from .settings import GmpHead
@@ -47,14 +49,10 @@ class BackboneShape:
     conv_stride: tuple[int, ...] = HUBERT_CONV[1]
     source: str = ""
 
-    def frames(self, samples: int) -> int:
+    def frames(self, samples) -> int | np.ndarray:
         """Frames the convolutional feature encoder makes of `samples` (0 for audio shorter than its field)."""
-        length = samples
-        for kernel, stride in zip(self.conv_kernel, self.conv_stride, strict=True):
-            length = (length - kernel) // stride + 1
-            if length <= 0:
-                return 0
-        return length
+        frames = frames_of(np.asarray(samples), list(self.conv_kernel), list(self.conv_stride))
+        return int(frames) if frames.ndim == 0 else frames
 
 
 # Hub ids whose shape is known without their files (parameters counted on transformers' HubertModel
@@ -252,14 +250,7 @@ def count_jobs(config: dict, plans: dict, n_folds: int) -> list[JobCount]:
 
 def fold_frames(corpus: Corpus, shape: BackboneShape) -> dict[int, int]:
     """Frames of every utterance of each fold (the rows of its features and label files)."""
-    cache: dict[int, int] = {}
-
-    def frames(samples: int) -> int:
-        if samples not in cache:
-            cache[samples] = shape.frames(samples)
-        return cache[samples]
-
-    return {fold: int(sum(frames(int(s)) for s in table["samples"])) for fold, table in corpus.folds.items()}
+    return {fold: int(shape.frames(table["samples"].to_numpy()).sum()) for fold, table in corpus.folds.items()}
 
 
 def model_parameters(stage: Stage, shape: BackboneShape, classes: list[str]) -> int:
