@@ -10,12 +10,14 @@ min_version("9.14.1")
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow" / "scripts"))
 from gmptl.config import validate_config  # noqa: E402
+from gmptl.preflight import check_config  # noqa: E402
 
 
 configfile: "config.yaml"
 
 
 config.update(validate_config(config))
+check_config(config)  # what the config alone can tell (layers and crops against on-disk backbones), once
 
 
 report: "workflow/report/workflow.rst"

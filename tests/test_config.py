@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from conftest import ROOT
 
@@ -100,3 +102,88 @@ def test_every_schema_property_has_a_clean_description_and_a_readme_row():
 
     missing = [key for key in leaves("", schema["properties"]) if f"`{key}`" not in readme]
     assert not missing, f"config keys without a README row: {missing}"
+
+
+def test_readme_config_table_is_the_schema():
+    from gmptl.schema import readme_table
+
+    assert readme_table() in (ROOT / "README.md").read_text(), "regenerate it: python -m gmptl.schema"
+
+
+@pytest.mark.parametrize(
+    ("cls", "keys", "leave_out"),
+    [
+        ("TrainSettings", ("$defs", "train"), ()),
+        ("KMeansSettings", ("$defs", "kmeans"), ()),
+        ("MtlSettings", ("$defs", "mtl"), ("train",)),
+        ("Stage1Settings", ("$defs", "stage1"), ("train", "init")),
+        ("Stage2Settings", ("$defs", "stage2"), ("train", "init")),
+        ("SpecAugment", ("$defs", "train", "specaugment"), ()),
+    ],
+)
+def test_each_settings_type_has_exactly_the_fields_of_its_schema_section(cls, keys, leave_out):
+    import dataclasses
+
+    from gmptl import schema, settings
+
+    fields = {field.name for field in dataclasses.fields(getattr(settings, cls))}
+    assert fields == schema.properties(*keys) - set(leave_out)
+    assert all(field.default is dataclasses.MISSING for field in dataclasses.fields(getattr(settings, cls)))
+
+
+def test_runtime_settings_are_the_runtime_section_with_its_defaults():
+    import dataclasses
+
+    from gmptl import schema
+    from gmptl.settings import RuntimeSettings
+
+    defaults = {f.name: f.default for f in dataclasses.fields(RuntimeSettings) if f.name != "demo"}
+    assert defaults == schema.defaults("runtime")
+    config = validate_config({"corpus": {"root": "/x"}, "runtime": {"gpus": [0, 1], "checkpoint_minutes": 1}})
+    runtime = RuntimeSettings.from_config(config, threads=3)
+    assert (runtime.gpus, runtime.checkpoint_minutes, runtime.threads) == ((0, 1), 1, 3)
+
+
+@pytest.mark.parametrize(
+    ("config", "new_key"),
+    [
+        ({"stage1": {"train": {"checkpoint_minutes": 1}}}, "runtime.checkpoint_minutes"),
+        ({"train": {"loader_workers": 0}}, "runtime.loader_workers"),
+        ({"device": "cpu"}, "runtime.device"),
+        ({"threads": 2}, "runtime.threads"),
+        ({"features": {"batch_seconds": 10}}, "runtime.extract_batch_seconds"),
+        ({"kmeans": {"chunk_frames": 10}}, "runtime.kmeans_chunk_frames"),
+        ({"corpus": {"root": "/x", "check_full_release": False}}, "runtime.check_full_release"),
+        ({"experiments": {"a": {"stage2": {"train": {"eval_batch_seconds": 3}}}}}, "runtime.eval_batch_seconds"),
+        ({"experiments": {"a": {"keep_features": False}}}, "runtime.keep_features"),
+    ],
+)
+def test_a_runtime_key_in_its_old_place_names_its_new_key(config, new_key):
+    with pytest.raises(ConfigError, match=rf"set '{re.escape(new_key)}' instead"):
+        validate_config({"corpus": {"root": "/x"}, **config})
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"seed": -1}, "'seed'"),
+        ({"seeds": [-1]}, "'seeds[0]'"),
+        ({"experiments": {"a": {"seed": -3}}}, "experiments.a"),
+        ({"demo": {"hidden_size": 10}}, "demo.hidden_size"),
+    ],
+)
+def test_values_that_cannot_work_are_config_errors(config, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        validate_config({"corpus": {"root": "/x"}, **config})
+
+
+def test_a_crop_shorter_than_the_receptive_field_is_a_config_error(tiny_backbone):
+    from gmptl.preflight import check_config
+
+    config = validate_config(
+        {"corpus": {"root": "/x"}, "backbone": tiny_backbone, "gmp": {"layers": [1]}, "train": {"max_crop_s": 0.001}}
+    )
+    with pytest.raises(ConfigError, match=r"'\w+.train.max_crop_s'.*receptive field.*400 samples"):
+        check_config(config)
+    ok = validate_config({"corpus": {"root": "/x"}, "backbone": tiny_backbone, "gmp": {"layers": [1]}})
+    check_config(ok)

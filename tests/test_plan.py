@@ -16,7 +16,6 @@ from gmptl.cli import main
 from gmptl.model import build_model
 from gmptl.plan import (
     KNOWN_BACKBONES,
-    RUNTIME_MINUTES,
     backbone_shape,
     corpus_from_files,
     corpus_from_statistics,
@@ -25,6 +24,7 @@ from gmptl.plan import (
     model_parameters,
 )
 from gmptl.stages import stage_spec
+from gmptl.workplan import GPU_RULES, LOCAL_RULES, RULES
 
 CLASSES = ["neu", "hap", "ang", "sad"]
 # Two sessions, four utterances each; durations give 49 (1 s) and 99 (2 s) frames with HuBERT's convolutions.
@@ -178,17 +178,19 @@ def test_gpu_hours_are_the_rules_runtimes(workdir, tiny_backbone):
     assert hours[("evaluate_fold", "predictions")] == 2 * 2 * 30 / 60
 
 
-def test_runtime_table_matches_the_rule_files():
+def test_rule_files_take_their_resources_from_the_workplan():
+    """One source for what a rule asks of the scheduler: the rule files name gmptl.workplan, never a number."""
     rules = "\n".join(path.read_text() for path in (ROOT / "workflow/rules").glob("*.smk"))
-    for rule, minutes in RUNTIME_MINUTES.items():
+    for rule in GPU_RULES:
         body = re.search(rf"\nrule {rule}:\n(.*?)(?=\nrule |\Z)", rules, re.S)
         assert body, f"rule {rule} not found"
-        runtime = re.search(r"runtime=(\w+)", body.group(1)).group(1)
-        if runtime.isdigit():
-            assert int(runtime) == minutes, rule
-        else:  # a function of the attempt, e.g. train_runtime: 240 * attempt
-            function = re.search(rf"def {runtime}\(.*?\n(.*?)\n\n", rules, re.S).group(1)
-            assert re.search(rf"return {minutes} \* attempt", function), (rule, function)
+        resources = re.search(r"resources:\n(.*?)\n    \w+:", body.group(1), re.S).group(1)
+        assert f'workplan.RULES["{rule}"].mem_mb' in resources, (rule, resources)
+        assert re.search(rf'runtime=(workplan\.minutes\("{rule}"\)|train_runtime)', resources), (rule, resources)
+        assert not re.search(r"=\s*\d{2,}", resources), (rule, resources)
+    local = re.search(r"^localrules: (.*)$", (ROOT / "Snakefile").read_text(), re.M).group(1)
+    assert sorted(name.strip() for name in local.split(",")) == sorted(LOCAL_RULES)
+    assert RULES["train_stage"].minutes_grow_per_attempt
 
 
 def test_statistics_plan_spreads_utterances_over_the_folds(tmp_path, tiny_backbone):

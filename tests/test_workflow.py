@@ -230,12 +230,14 @@ def write_override(workdir: Path, name: str, text: str) -> str:
 @pytest.mark.parametrize(
     "name, override",
     [
-        ("device", "device: auto\n"),
-        ("threads", "threads: 2\n"),
-        ("batch_seconds", "features: {batch_seconds: 7.5}\ntrain: {eval_batch_seconds: 9.0}\n"),
-        ("check_full_release", "corpus: {check_full_release: true}\n"),
-        ("keep_features", "keep_features: false\n"),
-        ("precision", "precision: fp32\n"),
+        ("device", "runtime: {device: auto}\n"),
+        ("threads", "runtime: {threads: 2}\n"),
+        ("batch_seconds", "runtime: {extract_batch_seconds: 7.5, eval_batch_seconds: 9.0}\n"),
+        ("check_full_release", "runtime: {check_full_release: true}\n"),
+        ("keep_features", "runtime: {keep_features: false}\n"),
+        ("precision", "runtime: {precision: fp32}\n"),
+        ("checkpoint_minutes", "runtime: {checkpoint_minutes: 1, loader_workers: 0, log_every_s: 5}\n"),
+        ("gpus", "runtime: {gpus: [0, 1], jobs_per_gpu: 2, kmeans_chunk_frames: 1024}\n"),
     ],
 )
 def test_runtime_settings_plan_nothing(demo_run, name, override):
@@ -298,3 +300,35 @@ def test_several_seeds_plan_every_experiment_per_seed(tmp_path):
     for seed in (1, 2):
         assert f"results/gmp_tl/seed{seed}/fold3/predictions.tsv" in plan.output
     assert "results/gmp_tl/fold3/predictions.tsv" not in plan.output
+
+
+ABLATION_NAMES = ("finetune", "gmp_tl", "no_gender", "single_scale", "layer1")
+
+
+@pytest.mark.parametrize(
+    "name, override",
+    [
+        ("deploy", "deploy: true\n"),
+        ("seeds", "seeds: [1, 2]\ndeploy: [gmp_tl]\n"),
+        ("ablations", None),
+    ],
+)
+def test_plan_counts_the_jobs_the_workflow_plans(tmp_path, name, override):
+    """`gmptl plan` and `snakemake -n` come from one enumeration of jobs (gmptl.workplan): they agree per rule."""
+    text = ABLATIONS if override is None else override
+    extra = write_override(tmp_path, name, text)
+    dry = snakemake(tmp_path, "-n", configs=("demo.yaml", extra))
+    assert dry.returncode == 0, dry.output[-3000:]
+    expected = {rule: n for rule, n in job_counts(dry.output).items() if rule != "all"}
+    from gmptl.cache import load_config
+    from gmptl.plan import count_jobs, experiment_plans
+    from gmptl.protocols import expected_fold_ids
+
+    config = load_config([ROOT / "demo.yaml", extra], base=ROOT / "config.yaml")
+    folds = expected_fold_ids(config["corpus"], config["folds"])
+    planned: dict[str, int] = {}
+    for job in count_jobs(config, experiment_plans(config), folds):
+        planned[job.rule] = planned.get(job.rule, 0) + job.jobs
+    assert planned == expected
+    if name == "deploy":
+        assert planned["train_stage"] == 6 * 4 and planned["deploy_model"] == 2 and planned["make_deploy_split"] == 1

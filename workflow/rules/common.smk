@@ -3,11 +3,12 @@
 #
 # Every cached stage output is named by its recipe id (gmptl.recipes): experiments that agree on a
 # stage and everything upstream share one output and one job. Rules get the recipe as their only
-# result-changing param; runtime settings (device, precision, threads, batch sizes) are read by the
-# adapters from the config and never trigger a rerun.
+# result-changing param; runtime settings (the `runtime:` section) are read by the adapters from the
+# config and never trigger a rerun. The jobs themselves are enumerated once, by gmptl.workplan, which
+# `gmptl plan` uses too.
 
-from gmptl import recipes
-from gmptl.config import deployed_experiments, experiment_settings, result_settings
+from gmptl import recipes, workplan
+from gmptl.config import deployed_experiments, experiment_settings
 from gmptl.corpus import CorpusSettings, corpus_fingerprint
 from gmptl.demo import demo_outputs
 from gmptl.folds import DEPLOY_FOLD
@@ -89,6 +90,12 @@ def kmeans_input(wildcards):
     return {"features": recipes.features_file(kmeans_recipe(wildcards)["features"], wildcards.fold)}
 
 
+def recipe_path(wildcards):
+    """results/cache/<kind>/<id>/recipe.json of a cached stage job."""
+    kind = getattr(wildcards, "stage", None) or ("gmp" if hasattr(wildcards, "k") else "features")
+    return recipes.recipe_file(kind, wildcards.id)
+
+
 def state_dir(wildcards, output):
     """Undeclared resume folder beside the declared model folder (survives Snakemake's cleanup)."""
     return f"{output.model}.resume"
@@ -96,12 +103,12 @@ def state_dir(wildcards, output):
 
 def train_runtime(wildcards, attempt):
     """Minutes requested per training job; grows with each retry after a time-out."""
-    return 240 * attempt
+    return workplan.minutes("train_stage", attempt)
 
 
 def bulky(path):
-    """The features file is kept, or deleted once consumed when `keep_features` is false."""
-    return path if config["keep_features"] else temp(path)
+    """The features file is kept, or deleted once consumed when `runtime.keep_features` is false."""
+    return path if config["runtime"]["keep_features"] else temp(path)
 
 
 def fold_ids():
@@ -178,9 +185,8 @@ def all_run_predictions(wildcards):
 
 
 def shown_settings(wildcards):
-    """The experiment's result settings (runtime-only keys left out, so they never trigger a rerun)."""
-    shown = result_settings(EXPERIMENTS[wildcards.exp])
-    return {**shown, "seeds": SEEDS[wildcards.exp]}
+    """The experiment's result settings (runtime settings live apart, so they never trigger a rerun)."""
+    return {**EXPERIMENTS[wildcards.exp], "seeds": SEEDS[wildcards.exp]}
 
 
 def reference_experiment():
@@ -203,21 +209,18 @@ def stage_models(wildcards):
     return experiment_models(wildcards.exp)
 
 
+def all_jobs():
+    """Every job of this config (gmptl.workplan: the same enumeration `gmptl plan` counts)."""
+    return workplan.workflow_jobs(
+        PLANS,
+        SEEDS,
+        fold_ids(),
+        deployed=DEPLOYED,
+        demo_corpus=CORPUS_ROOT if BUILDS.corpus else None,
+        demo_backbone=config["backbone"] if BUILDS.backbone else None,
+    )
+
+
 def all_targets(wildcards):
-    targets = ["results/manifest.tsv", "results/manifest_counts.tsv", "results/folds.tsv"]
-    targets += ["results/comparison.tsv", "results/comparison.html"]
-    for name in EXPERIMENTS:
-        targets += [
-            f"results/{name}/stages.tsv",
-            f"results/{name}/metrics/folds.tsv",
-            f"results/{name}/metrics/summary.tsv",
-            f"results/{name}/metrics/folds.html",
-            f"results/{name}/metrics/summary.html",
-            f"results/{name}/settings.html",
-            f"results/{name}/plots/confusion.png",
-            f"results/{name}/plots/training_curves.png",
-            *experiment_models(name).values(),  # a deleted model is retrained, and what depends on it reruns
-        ]
-        if name in DEPLOYED:
-            targets.append(f"results/{name}/deploy")
-    return targets
+    """Every target output; a deleted model is retrained, and what depends on it reruns."""
+    return workplan.targets(all_jobs())

@@ -37,11 +37,11 @@ rule evaluate_fold:
         metrics="results/{exp}/{run}/metrics.tsv",
     params:
         fold=run_fold,
-    threads: config["threads"]
+    threads: config["runtime"]["threads"]
     resources:
         gpu=1,
-        mem_mb=8000,
-        runtime=30,
+        mem_mb=workplan.RULES["evaluate_fold"].mem_mb,
+        runtime=workplan.minutes("evaluate_fold"),
     log:
         "results/logs/{exp}/{run}/evaluate.log",
     conda:

@@ -24,11 +24,12 @@ rule extract_features:
         features=bulky(recipes.FEATURES_FILE),
     params:
         recipe=features_recipe,
-    threads: config["threads"]
+        recipe_file=recipe_path,
+    threads: config["runtime"]["threads"]
     resources:
         gpu=1,
-        mem_mb=16000,
-        runtime=120,
+        mem_mb=workplan.RULES["extract_features"].mem_mb,
+        runtime=workplan.minutes("extract_features"),
     log:
         "results/logs/cache/features/{id}/fold{fold}.log",
     benchmark:
@@ -46,11 +47,12 @@ rule fit_kmeans:
         labels=recipes.LABELS_FILE,
     params:
         recipe=kmeans_recipe,
-    threads: config["threads"]
+        recipe_file=recipe_path,
+    threads: config["runtime"]["threads"]
     resources:
         gpu=1,
-        mem_mb=16000,
-        runtime=120,
+        mem_mb=workplan.RULES["fit_kmeans"].mem_mb,
+        runtime=workplan.minutes("fit_kmeans"),
     log:
         "results/logs/cache/gmp/{id}/fold{fold}/layer{layer}_k{k}.log",
     benchmark:

@@ -11,11 +11,12 @@ rule train_stage:
         model=directory(recipes.MODEL_DIR),
     params:
         recipe=training_recipe,
+        recipe_file=recipe_path,
         state_dir=state_dir,
-    threads: config["threads"]
+    threads: config["runtime"]["threads"]
     resources:
         gpu=1,
-        mem_mb=32000,
+        mem_mb=workplan.RULES["train_stage"].mem_mb,
         runtime=train_runtime,
     retries: 2
     log:

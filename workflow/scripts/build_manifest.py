@@ -26,5 +26,5 @@ def main(corpus: dict, manifest_path: str, counts_path: str, check_full_release:
 
 if __name__ == "__main__":
     setup_logging(snakemake.log[0])
-    check = snakemake.config["corpus"]["check_full_release"]  # a warning only: not a param, never a rerun trigger
+    check = snakemake.config["runtime"]["check_full_release"]  # a warning only: not a param, never a rerun trigger
     main(snakemake.params.corpus, snakemake.output.manifest, snakemake.output.counts, check)

@@ -10,12 +10,14 @@ from gmptl.settings import RuntimeSettings
 if __name__ == "__main__":
     setup_logging(snakemake.log[0])
     configure_torch(snakemake.threads)
-    write_recipe("features", snakemake.wildcards.id, snakemake.params.recipe)
+    write_recipe(snakemake.params.recipe_file, snakemake.params.recipe)
     run_extraction(
         snakemake.params.recipe,
+        recipe_id=snakemake.wildcards.id,
         fold=int(snakemake.wildcards.fold),
         manifest_path=snakemake.input.manifest,
         folds_path=snakemake.input.folds,
+        model_dir=snakemake.input.model,
         out_path=snakemake.output.features,
         runtime=RuntimeSettings.from_config(snakemake.config, snakemake.threads),
     )

@@ -11,9 +11,10 @@ if __name__ == "__main__":
     setup_logging(snakemake.log[0])
     configure_torch(snakemake.threads)
     w = snakemake.wildcards
-    write_recipe("gmp", w.id, snakemake.params.recipe)
+    write_recipe(snakemake.params.recipe_file, snakemake.params.recipe)
     run_kmeans(
         snakemake.params.recipe,
+        recipe_id=w.id,
         features_path=snakemake.input.features,
         head=GmpHead(int(w.layer), int(w.k)),
         out_path=snakemake.output.labels,

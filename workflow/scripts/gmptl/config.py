@@ -14,22 +14,27 @@ import jsonschema
 import yaml
 
 from .errors import ConfigError
+from .schema import load_schema
 from .settings import GmpHead
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
-# Settings that cannot change a result (batch sizes of inference, chunking): runtime only.
-RUNTIME_KEYS = {
-    "features": ("batch_seconds",),
-    "train": ("eval_batch_seconds", "checkpoint_minutes", "loader_workers"),
-    "kmeans": ("chunk_frames",),
-}
-METHOD_KEYS = ("seed", "backbone", "gmp", "features", "kmeans", "train", "mtl", "stage1", "stage2")
+METHOD_KEYS = ("seed", "backbone", "gmp", "kmeans", "train", "mtl", "stage1", "stage2")
 STAGES = ("mtl", "stage1", "stage2")
-
-
-def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
-    """The config schema as a dict."""
-    return yaml.safe_load(Path(path).read_text())
+# Runtime settings in their old places (before the `runtime:` section): where each one lives now.
+MOVED_TO_RUNTIME = {
+    ("device",): "device",
+    ("precision",): "precision",
+    ("threads",): "threads",
+    ("log_every_s",): "log_every_s",
+    ("keep_features",): "keep_features",
+    ("features", "batch_seconds"): "extract_batch_seconds",
+    ("kmeans", "chunk_frames"): "kmeans_chunk_frames",
+    ("train", "eval_batch_seconds"): "eval_batch_seconds",
+    ("train", "checkpoint_minutes"): "checkpoint_minutes",
+    ("train", "loader_workers"): "loader_workers",
+    ("corpus", "check_full_release"): "check_full_release",
+}
+# The demo's tiny HuBERT: its hidden size must split into these (positional convolution groups, heads).
+DEMO_POS_CONV_GROUPS, DEMO_ATTENTION_HEADS = 16, 4
 
 
 def _with_defaults(validator_class):
@@ -99,10 +104,10 @@ def validate_config(config: dict, schema: dict | None = None) -> dict:
     schema = schema or load_schema()
     if not isinstance(config, dict):
         raise ConfigError("config: the config file must be a mapping of keys to values")
+    check_moved_keys(config)
     filled = _validate(config, schema)
     _check_corpus(filled["corpus"], filled["folds"], filled["demo"])
-    if filled["demo"]["min_duration_s"] > filled["demo"]["max_duration_s"]:
-        raise ConfigError("config key 'demo.min_duration_s' is larger than 'demo.max_duration_s'")
+    _check_demo(filled["demo"])
     if filled.get("compare_to") and filled["compare_to"] not in filled["experiments"]:
         raise ConfigError(
             f"config key 'compare_to': no experiment named '{filled['compare_to']}' "
@@ -115,22 +120,51 @@ def validate_config(config: dict, schema: dict | None = None) -> dict:
         )
     for name in filled["experiments"]:
         experiment_settings(filled, name, schema)
-        _check_runtime_overrides(filled["experiments"][name] or {}, name)
     return filled
 
 
-def _check_runtime_overrides(override: dict, name: str) -> None:
-    """Runtime-only keys never name a cached output, so an experiment cannot set its own."""
-    sections = {key: override.get(key) or {} for key in RUNTIME_KEYS}
-    for stage in STAGES:
-        sections[f"{stage}.train"] = (override.get(stage) or {}).get("train") or {}
-    for section, values in sections.items():
-        for key in RUNTIME_KEYS[section.split(".")[-1]]:
-            if key in values:
-                raise ConfigError(
-                    f"config key 'experiments.{name}.{section}.{key}' is a runtime setting (it cannot change a "
-                    f"result and is shared by every experiment); set '{section.split('.')[-1]}.{key}' at the top level"
-                )
+def _moved_keys(values: dict, prefix: str) -> list[tuple[str, str]]:
+    """(old key, runtime key) of every runtime setting written in its old place under `values`."""
+    found = []
+    for path, new in MOVED_TO_RUNTIME.items():
+        node = values
+        for part in path[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and path[-1] in node:
+            found.append((prefix + ".".join(path), new))
+    for stage in STAGES:  # train keys also under <stage>.train
+        stage_train = (values.get(stage) or {}).get("train") if isinstance(values.get(stage), dict) else None
+        for (_, key), new in ((p, n) for p, n in MOVED_TO_RUNTIME.items() if p[0] == "train"):
+            if isinstance(stage_train, dict) and key in stage_train:
+                found.append((f"{prefix}{stage}.train.{key}", new))
+    return found
+
+
+def check_moved_keys(config: dict) -> None:
+    """A runtime setting in its old place (top level, a result section, an experiment) is a config error
+    naming its key under `runtime:`; runtime settings are never part of a result section or an experiment."""
+    found = _moved_keys(config, "")
+    for name, override in (config.get("experiments") or {}).items():
+        if isinstance(override, dict):
+            found += _moved_keys(override, f"experiments.{name}.")
+    if found:
+        old, new = found[0]
+        raise ConfigError(
+            f"config key '{old}' is a runtime setting (it cannot change a result, so it is never part of a stage "
+            f"or an experiment); set 'runtime.{new}' instead"
+        )
+
+
+def _check_demo(demo: dict) -> None:
+    if demo["min_duration_s"] > demo["max_duration_s"]:
+        raise ConfigError("config key 'demo.min_duration_s' is larger than 'demo.max_duration_s'")
+    width = demo["hidden_size"]
+    for parts, what in ((DEMO_POS_CONV_GROUPS, "positional-convolution groups"), (DEMO_ATTENTION_HEADS, "heads")):
+        if width % parts:
+            raise ConfigError(
+                f"config key 'demo.hidden_size': {width} cannot be split into the tiny HuBERT's {parts} {what}; "
+                f"use a multiple of {DEMO_POS_CONV_GROUPS} (e.g. 32 or 64)"
+            )
 
 
 def _check_corpus(corpus: dict, folds: dict | None = None, demo: dict | None = None) -> None:
@@ -218,17 +252,6 @@ def deployed_experiments(config: dict) -> list[str]:
     """The experiments whose deploy model (trained on all data) is built."""
     deploy = config["deploy"]
     return list(config["experiments"]) if deploy is True else list(deploy or [])
-
-
-def result_settings(settings: dict) -> dict:
-    """An experiment's settings without the runtime-only keys (what the report shows as its settings)."""
-    shown = copy.deepcopy(settings)
-    for section, keys in RUNTIME_KEYS.items():
-        targets = [shown[section]] + ([shown[stage]["train"] for stage in STAGES] if section == "train" else [])
-        for target in targets:
-            for key in keys:
-                target.pop(key, None)
-    return shown
 
 
 def needs_gmp(settings: dict) -> bool:

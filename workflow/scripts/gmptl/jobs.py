@@ -29,9 +29,9 @@ from .gmp import fit_gmp_labels, read_gmp_labels
 from .inference import predict
 from .metrics import classification_metrics
 from .model import build_model, load_model, save_model
-from .recipes import backbone_of, model_dir
+from .recipes import FeaturesRecipe, GmpRecipe, TrainingRecipe, from_json
 from .runtime import resolve_device, seed_everything
-from .settings import AudioSettings, GmpHead, KMeansSettings, RuntimeSettings, TrainSettings
+from .settings import AudioSettings, GmpHead, RuntimeSettings
 from .stages import stage_spec
 from .train import train_stage
 
@@ -93,7 +93,7 @@ def warn_if_demo_model(backbone: str, runtime: RuntimeSettings) -> None:
 
 
 def run_training(
-    recipe: dict,
+    recipe: TrainingRecipe | dict,
     *,
     fold: int,
     manifest_path: str,
@@ -110,15 +110,17 @@ def run_training(
     `gmp_paths` maps each GMP head of a stage-1 recipe to its label file.
     """
     with exclusive(out_dir):
-        _train_recipe(recipe, fold, manifest_path, folds_path, init_model, gmp_paths, out_dir, state_dir, runtime)
+        _train_recipe(
+            from_json(recipe), fold, manifest_path, folds_path, init_model, gmp_paths, out_dir, state_dir, runtime
+        )
 
 
 def _train_recipe(recipe, fold, manifest_path, folds_path, init_model, gmp_paths, out_dir, state_dir, runtime) -> None:
-    corpus = recipe["data"]["corpus"]
-    classes = corpus["classes"]
+    corpus = recipe.data.corpus
+    classes = recipe.data.classes
     spec = stage_spec(recipe, classes)
-    cfg = TrainSettings.from_dict(recipe["train"])
-    seed = recipe["seed"] + fold
+    cfg = recipe.train
+    seed = recipe.seed + fold
     device = resolve_device(runtime.device)
     seed_everything(seed)
     table = load_fold(manifest_path, folds_path, fold)
@@ -129,14 +131,14 @@ def _train_recipe(recipe, fold, manifest_path, folds_path, init_model, gmp_paths
     if spec.gender_weight > 0 and len(set(train.gender.tolist())) < 2:
         raise TrainingError(f"fold {fold}: the train split holds one gender only; the gender head cannot learn")
     attach_gmp([train, valid], gmp_paths, fold)
-    source = f"{init_model}/backbone" if init_model else backbone_of(recipe)
+    source = f"{init_model}/backbone" if init_model else recipe.init.backbone
     warn_if_demo_model(source, runtime)
     model = build_model(source, spec.heads)
     for data in (train, valid):
         check_frame_counts(data, model.encoder, corpus["sample_rate"], ", ".join(gmp_paths.values()))
     inputs = [manifest_path, folds_path, *gmp_paths.values()] + ([f"{init_model}/model.json"] if init_model else [])
     fingerprint = {
-        "recipe": recipe,
+        "recipe": recipe.to_json(),
         "fold": fold,
         "inputs": {path: file_digest(path) for path in inputs},
         "device": device.type,
@@ -170,12 +172,12 @@ def _train_recipe(recipe, fold, manifest_path, folds_path, init_model, gmp_paths
         "best_epoch": result.best_epoch,
         "best_step": result.best_step,
         "best": result.best,
-        "selection": "valid_uar" if spec.selects_by_uar else "valid_loss",
-        "seed": recipe["seed"],
+        "selection": spec.selection,
+        "seed": recipe.seed,
         "device": device.type,
         "precision": runtime.precision,
         "code_version": code_version(),
-        "recipe": recipe,
+        "recipe": recipe.to_json(),
     }
     with atomic_path(out_dir) as tmp:
         save_model(model.cpu(), tmp, metadata, sample_rate=int(corpus["sample_rate"]))
@@ -184,20 +186,30 @@ def _train_recipe(recipe, fold, manifest_path, folds_path, init_model, gmp_paths
 
 
 def run_extraction(
-    recipe: dict, *, fold: int, manifest_path: str, folds_path: str, out_path: str, runtime: RuntimeSettings
+    recipe: FeaturesRecipe | dict,
+    *,
+    recipe_id: str,
+    fold: int,
+    manifest_path: str,
+    folds_path: str,
+    model_dir: str,
+    out_path: str,
+    runtime: RuntimeSettings,
 ) -> None:
-    """Hidden states of the recipe's layers, read from the fold's multi-task model, for every utterance of the fold."""
-    corpus = recipe["data"]["corpus"]
+    """Hidden states of the recipe's layers, read from the fold's multi-task model (`model_dir`), for every
+    utterance of the fold."""
+    recipe = from_json(recipe)
+    corpus = recipe.data.corpus
     device = resolve_device(runtime.device)
     table = load_fold(manifest_path, folds_path, fold)
-    layers = recipe["layers"]
-    backbone = f"{model_dir('mtl', recipe['model'], fold)}/backbone"
+    layers = list(recipe.layers)
+    backbone = f"{model_dir}/backbone"
     warn_if_demo_model(backbone, runtime)
     model = load_backbone(backbone)
     check_layers(model, layers, backbone)
     del model.encoder.layers[max(layers) :]  # later layers are never read
     encoder = SpeechEncoder(model, input_normalization(backbone))
-    attrs = {"backbone": backbone, "fold": fold, "recipe_id": Path(out_path).parent.name}
+    attrs = {"backbone": backbone, "fold": fold, "recipe_id": recipe_id}
     attrs["code_version"] = code_version()
     log.info("fold %d: %d utterances on %s, layers %s", fold, len(table), device, layers)
     with exclusive(out_path):
@@ -215,24 +227,29 @@ def run_extraction(
         )
 
 
-def run_kmeans(recipe: dict, *, features_path: str, head: GmpHead, out_path: str, runtime: RuntimeSettings) -> dict:
+def run_kmeans(
+    recipe: GmpRecipe | dict,
+    *,
+    recipe_id: str,
+    features_path: str,
+    head: GmpHead,
+    out_path: str,
+    runtime: RuntimeSettings,
+) -> dict:
     """Fit one GMP scale (layer, k) on a fold's training frames; write centroids and every frame's label."""
+    recipe = from_json(recipe)
     with exclusive(out_path):
-        return _fit_gmp(recipe, features_path, head, out_path, runtime)
-
-
-def _fit_gmp(recipe: dict, features_path: str, head: GmpHead, out_path: str, runtime: RuntimeSettings) -> dict:
-    return fit_gmp_labels(
-        features_path,
-        head.layer,
-        head.k,
-        out_path,
-        settings=KMeansSettings.from_dict(recipe["kmeans"]),
-        seed=recipe["seed"],
-        device=resolve_device(runtime.device),
-        chunk=runtime.kmeans_chunk_frames,
-        attrs={"recipe_id": Path(out_path).parent.parent.name, "code_version": code_version()},
-    )
+        return fit_gmp_labels(
+            features_path,
+            head.layer,
+            head.k,
+            out_path,
+            settings=recipe.kmeans,
+            seed=recipe.seed,
+            device=resolve_device(runtime.device),
+            chunk=runtime.kmeans_chunk_frames,
+            attrs={"recipe_id": recipe_id, "code_version": code_version()},
+        )
 
 
 def run_evaluation(

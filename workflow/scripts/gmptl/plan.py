@@ -21,19 +21,16 @@ import numpy as np
 import pandas as pd
 
 from .cache import human_bytes
-from .config import experiment_settings
+from .config import deployed_experiments, experiment_settings
+from .demo import demo_outputs
 from .errors import BackboneError, ConfigError
 from .preflight import frames_of
 from .protocols import expected_fold_ids
 from .recipes import MODEL_KINDS, Stage, catalog, experiment_seeds, experiment_stages, seeded
 from .settings import GmpHead
+from .workplan import GPU_RULES, RULES, workflow_jobs
+from .workplan import minutes as rule_minutes
 
-# Minutes each GPU rule asks for at its first attempt: the `runtime` resources of workflow/rules/*.smk
-# (train_stage: 240 × attempt). Kept here because the library never reads the Snakefile;
-# tests/test_plan.py checks these against the rule files.
-RUNTIME_MINUTES = {"train_stage": 240, "extract_features": 120, "fit_kmeans": 120, "evaluate_fold": 30}
-GPU_RULES = tuple(RUNTIME_MINUTES)
-LOCAL_RULES = ("make_folds", "record_stages", "summarize_experiment", "plot_experiment", "compare_experiments")
 FEATURE_BYTES, LABEL_BYTES, CENTROID_BYTES, WEIGHT_BYTES = 2, 4, 4, 4
 HUBERT_CONV = ((10, 3, 3, 3, 3, 2, 2), (5, 2, 2, 2, 2, 2, 2))
 
@@ -86,7 +83,7 @@ class JobCount:
 
     @property
     def gpu_hours(self) -> float:
-        return self.jobs * RUNTIME_MINUTES.get(self.rule, 0) / 60
+        return self.jobs * rule_minutes(self.rule) / 60 if RULES[self.rule].gpu else 0.0
 
 
 @dataclass
@@ -227,25 +224,27 @@ def gmp_heads_of(stage1: Stage) -> list[GmpHead]:
     return [GmpHead.parse(name) for name in stage1.recipe["gmp"]["heads"]]
 
 
-def count_jobs(config: dict, plans: dict, n_folds: int) -> list[JobCount]:
-    """Jobs per rule and stage for `n_folds` folds; cached stages shared by experiments counted once."""
-    stages = catalog(plans)
-    jobs = [JobCount("train_stage", kind, n_folds * sum(1 for k, _ in stages if k == kind)) for kind in MODEL_KINDS]
-    jobs.append(JobCount("extract_features", "features", n_folds * sum(1 for k, _ in stages if k == "features")))
-    jobs.append(JobCount("fit_kmeans", "labels per (layer, k)", n_folds * len(label_heads(plans))))
-    jobs.append(JobCount("evaluate_fold", "predictions", n_folds * len(plans)))
-    experiments = len(config["experiments"])
-    cpu = [("build_manifest", "manifest", 1)]
-    if config["demo"]["enabled"]:
-        cpu += [("make_demo_corpus", "demo corpus", 1), ("make_tiny_backbone", "tiny backbone", 1)]
-    cpu += [
-        ("make_folds", "folds", 1),
-        ("record_stages", "stages.tsv", experiments),
-        ("summarize_experiment", "tables", experiments),
-        ("plot_experiment", "plots", experiments),
-        ("compare_experiments", "comparison", 1),
-    ]
-    return [job for job in jobs if job.jobs] + [JobCount(rule, what, n) for rule, what, n in cpu]
+def experiment_seed_lists(config: dict) -> dict[str, list[int]]:
+    return {name: experiment_seeds(config, experiment_settings(config, name)) for name in config["experiments"]}
+
+
+def count_jobs(config: dict, plans: dict, folds: list[int]) -> list[JobCount]:
+    """Jobs per rule and output kind, as the workflow enumerates them (`gmptl.workplan`): stages shared by
+    experiments and seeds counted once, deploy jobs (fold 0) included."""
+    builds = demo_outputs(config["demo"]["enabled"], config["corpus"]["root"], config["backbone"])
+    jobs = workflow_jobs(
+        plans,
+        experiment_seed_lists(config),
+        folds,
+        deployed=deployed_experiments(config),
+        demo_corpus=config["corpus"]["root"] if builds.corpus else None,
+        demo_backbone=config["backbone"] if builds.backbone else None,
+    )
+    counts: dict[tuple[str, str], int] = {}
+    for job in jobs:
+        counts[(job.rule, job.what)] = counts.get((job.rule, job.what), 0) + 1
+    gpu_first = sorted(counts.items(), key=lambda item: not RULES[item[0][0]].gpu)
+    return [JobCount(rule, what, n) for (rule, what), n in gpu_first]
 
 
 def fold_frames(corpus: Corpus, shape: BackboneShape) -> dict[int, int]:
@@ -287,9 +286,9 @@ def estimate_disk(config: dict, plans: dict, corpus: Corpus, shape: BackboneShap
     models = [stage for (kind, _), stage in stages.items() if kind in MODEL_KINDS]
     model_bytes = sum(len(frames) * model_parameters(s, shape, classes) * WEIGHT_BYTES for s in models)
     note = (
-        "temporary (keep_features: false): deleted after its k-means jobs, still peak disk"
-        if not config["keep_features"]
-        else "kept (keep_features: true)"
+        "temporary (runtime.keep_features: false): deleted after its k-means jobs, still peak disk"
+        if not config["runtime"]["keep_features"]
+        else "kept (runtime.keep_features: true)"
     )
     return [
         DiskItem("features", len(features) * len(frames), feature_bytes, note),
@@ -307,7 +306,7 @@ def make_plan(config: dict, corpus: Corpus, shape: BackboneShape | None = None) 
         corpus=corpus,
         backbone=shape,
         backbone_name=name,
-        jobs=count_jobs(config, plans, len(corpus.folds)),
+        jobs=count_jobs(config, plans, list(corpus.folds)),
         disk=estimate_disk(config, plans, corpus, shape),
     )
 
@@ -331,7 +330,7 @@ def format_plan(plan: Plan) -> str:
         lines.append(f"  {fold:<6}" + "".join(f"{h:>8.2f}" for h in hours) + f"{frames[fold]:>12,}")
     lines += ["", f"  {'rule':<22}{'output':<22}{'runs on':<9}{'jobs':>6}{'GPU h':>8}"]
     for job in plan.jobs:
-        where = "GPU" if job.rule in GPU_RULES else "local" if job.rule in LOCAL_RULES else "CPU"
+        where = "GPU" if job.rule in GPU_RULES else "local" if RULES[job.rule].local else "CPU"
         gpu = f"{job.gpu_hours:>8.1f}" if job.rule in GPU_RULES else f"{'-':>8}"
         lines.append(f"  {job.rule:<22}{job.what:<22}{where:<9}{job.jobs:>6}{gpu}")
     gpu_jobs = [job for job in plan.jobs if job.rule in GPU_RULES]
@@ -339,10 +338,9 @@ def format_plan(plan: Plan) -> str:
         f"  {'GPU jobs, requested GPU hours':<53}{sum(j.jobs for j in gpu_jobs):>6}"
         f"{sum(j.gpu_hours for j in gpu_jobs):>8.1f}"
     )
-    lines.append(
-        "  (requested = the rules' time limits at the first attempt: training 240 min, extraction and k-means 120,"
-    )
-    lines.append("   evaluation 30; a retried training job asks for 240 × attempt)")
+    limits = ", ".join(f"{rule} {rule_minutes(rule)} min" for rule in GPU_RULES)
+    lines.append(f"  (requested = the rules' time limits at the first attempt: {limits};")
+    lines.append(f"   a retried training job asks for {rule_minutes('train_stage')} × attempt)")
     total = sum(i.bytes for i in plan.disk)
     lines += ["", f"  {'disk':<10}{'files':>7}{'size':>11}"]
     for item in plan.disk:

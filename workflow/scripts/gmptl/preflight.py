@@ -1,14 +1,17 @@
 """Checks that run before any training: what can be known from the config, manifest, folds and backbone
 configs is checked up front, so a bad setting fails in seconds instead of after hours of GPU time.
 
-Every training job runs them first, for every configured experiment (they take well under a second), so
-the first job of a run stops on a setting that would fail only after multi-task training and extraction.
+The config-only checks (`check_config`: layers and training crops against each backbone's config, when that
+config is on disk) run once when the workflow starts. Every training job runs the data checks first, for
+the experiments whose plans hold its stage (they take well under a second), so the first job of a run stops
+on a setting that would fail only after multi-task training and extraction.
 
 - every GMP layer exists in the backbone (`gmp.layers` against its `num_hidden_layers`);
 - every k is at most the training frames each fold offers k-means (`gmp.k` against the frames the
   manifest implies, after `kmeans.fit_fraction` and `kmeans.max_fit_frames`);
 - no utterance is shorter than the backbone's receptive field (it would make no frame at all): this is an
-  error naming the utterances (remove them from the corpus or its label files); nothing is dropped silently.
+  error naming the utterances (remove them from the corpus or its label files); nothing is dropped silently;
+- every stage's training crop (`train.max_crop_s`) spans at least the receptive field.
 """
 
 from __future__ import annotations
@@ -20,18 +23,20 @@ import pandas as pd
 
 from .backbone import load_backbone_config
 from .config import experiment_settings
-from .errors import ConfigError, CorpusError
-from .recipes import experiment_seeds, experiment_stages, seeded
+from .errors import BackboneError, ConfigError, CorpusError
+from .recipes import MODEL_KINDS, experiment_seeds, experiment_stages, seeded
 
 log = logging.getLogger(__name__)
 
 
 def preflight_checks(config: dict, experiments: dict[str, dict]) -> list[dict]:
-    """One check per (experiment, backbone): the layers and k it clusters and how k-means samples frames."""
+    """One check per (experiment, backbone): the layers and k it clusters, how k-means samples frames, and the
+    shortest training crop of its stages."""
     checks = []
     for name, settings in experiments.items():
         stages = experiment_stages(config, seeded(settings, experiment_seeds(config, settings)[0]))
-        check = {"experiment": name, "backbone": settings["backbone"], "layers": [], "k": []}
+        crops = {kind: stage.typed.train.max_crop_s for kind, stage in stages.items() if kind in MODEL_KINDS}
+        check = {"experiment": name, "backbone": settings["backbone"], "layers": [], "k": [], "crops": crops}
         if "gmp" in stages:
             kmeans = stages["gmp"].recipe["kmeans"]
             check.update(
@@ -44,12 +49,67 @@ def preflight_checks(config: dict, experiments: dict[str, dict]) -> list[dict]:
     return checks
 
 
-def check_before_training(config: dict, manifest: pd.DataFrame, folds: pd.DataFrame) -> list[str]:
-    """Run the checks of every experiment of a validated config; raise on the first problem."""
-    experiments = {name: experiment_settings(config, name) for name in config["experiments"]}
+def experiments_using(config: dict, stage: tuple[str, str] | None) -> dict[str, dict]:
+    """The settings of the experiments whose plans (any seed) hold `stage` = (kind, id); every one for None."""
+    chosen = {}
+    for name in config["experiments"]:
+        settings = experiment_settings(config, name)
+        for seed in experiment_seeds(config, settings):
+            stages = experiment_stages(config, seeded(settings, seed))
+            if stage is None or any((s.kind, s.id) == tuple(stage) for s in stages.values()):
+                chosen[name] = settings
+                break
+    return chosen
+
+
+def check_before_training(
+    config: dict, manifest: pd.DataFrame, folds: pd.DataFrame, stage: tuple[str, str] | None = None
+) -> list[str]:
+    """Run the checks of the experiments that use `stage` (kind, id; None: every experiment); raise on the first
+    problem."""
+    experiments = experiments_using(config, stage)
     report = run_preflight(manifest, folds, preflight_checks(config, experiments), config["corpus"]["sample_rate"])
     log.info("checks before training passed: %s", "; ".join(report))
     return report
+
+
+def check_config(config: dict) -> None:
+    """What the config alone can tell, before any job: every experiment's layers and training crops against its
+    backbone's config, for backbones whose config is on disk (the demo's tiny backbone is built by a rule; its
+    jobs check it)."""
+    experiments = {name: experiment_settings(config, name) for name in config["experiments"]}
+    checks = preflight_checks(config, experiments)
+    rate = config["corpus"]["sample_rate"]
+    for backbone in sorted({check["backbone"] for check in checks}):
+        try:
+            backbone_config = load_backbone_config(backbone)
+        except BackboneError:
+            continue
+        for check in (c for c in checks if c["backbone"] == backbone):
+            _check_layers(check, int(backbone_config.num_hidden_layers), backbone)
+            _check_crops(check, backbone_config, backbone, rate)
+
+
+def receptive_field(kernels: list[int], strides: list[int]) -> int:
+    """Samples the convolutional feature encoder needs for one frame."""
+    field, jump = 1, 1
+    for kernel, stride in zip(kernels, strides, strict=True):
+        field += (kernel - 1) * jump
+        jump *= stride
+    return field
+
+
+def _check_crops(check: dict, backbone_config, backbone: str, sample_rate: int) -> None:
+    need = receptive_field(list(backbone_config.conv_kernel), list(backbone_config.conv_stride))
+    for kind, crop in check["crops"].items():
+        if int(crop * sample_rate) < need:
+            raise ConfigError(
+                f"config key '{kind}.train.max_crop_s' (experiment '{check['experiment']}', from train.max_crop_s "
+                f"unless set there): a crop of {crop:g} s is shorter than the "
+                f"receptive field of backbone '{backbone}' ({need} samples = {need / sample_rate:.3f} s at "
+                f"{sample_rate} Hz), so a cropped utterance makes no frame; raise it to at least "
+                f"{need / sample_rate:.3f} s"
+            )
 
 
 def frames_of(samples: np.ndarray, kernels: list[int], strides: list[int]) -> np.ndarray:
@@ -72,6 +132,7 @@ def run_preflight(manifest: pd.DataFrame, folds: pd.DataFrame, checks: list[dict
         report.append(f"backbone '{backbone}': {layers} layers; every utterance makes at least one frame")
         for check in (c for c in checks if c["backbone"] == backbone):
             _check_layers(check, layers, backbone)
+            _check_crops(check, config, backbone, sample_rate)
             if check["k"]:
                 report.append(_check_k(check, manifest, folds, frames))
     return report
