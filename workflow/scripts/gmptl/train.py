@@ -314,7 +314,7 @@ def train_stage(
     scheduler = make_scheduler(optimizer, total, cfg.warmup_fraction)
     scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and runtime.precision == "fp16")
     emotion_weights = emotion_loss_weights(cfg, spec, train_data, classes, device)
-    augment = cfg.specaugment if not spec.gmp_weights and cfg.specaugment.active else None
+    augment = cfg.augment if not spec.gmp_weights else None
     baselines = majority_columns(spec, train_data, valid_data)
     max_samples, hop = int(cfg.max_crop_s * audio.sample_rate), model.encoder.frame_hop
     loop = LoopState()
