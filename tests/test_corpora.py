@@ -209,22 +209,28 @@ def test_msp_podcast_unparseable_file_name_names_the_row(tmp_path):
 
 def test_msp_podcast_listed_audio_that_does_not_exist(tmp_path):
     root = msp_tree(tmp_path / "msp")
-    (root / "Audios" / "MSP-PODCAST_0001_0008.wav").unlink()
-    with pytest.raises(AudioError, match=r"labels_consensus\.csv:2: the audio file of 'MSP-PODCAST_0001_0008'"):
+    (root / "Audios" / "MSP-PODCAST_0004_0002.wav").unlink()  # one of the two sad utterances
+    with pytest.raises(AudioError, match=r"labels_consensus\.csv:7: the audio file of 'MSP-PODCAST_0004_0002'"):
         read_corpus(settings(root, "msp_podcast"))
     reading = read_corpus(settings(root, "msp_podcast", on_missing_audio="skip"))
-    assert reading.skipped[0].startswith("MSP-PODCAST_0001_0008:") and len(reading.manifest) == 4
+    assert reading.skipped[0].startswith("MSP-PODCAST_0004_0002:") and len(reading.manifest) == 4
 
 
 # --- EmoDB -----------------------------------------------------------------------------------
 
 
+EMODB = ["03a01Fa.wav", "08b02Wb.wav", "16a05Tc.wav", "11b09Nd.wav", "13a01Lc.wav"]  # F W T N L
+
+
+def emodb_tree(root, names=EMODB):
+    for name in names:
+        write_wav(root / "wav" / name, 0.3)
+    return root
+
+
 def test_emodb_rows_follow_the_file_names(tmp_path, caplog):
     caplog.set_level(logging.INFO)
-    root = tmp_path / "emodb"
-    for name in ["03a01Fa.wav", "08b02Wb.wav", "16a05Tc.wav", "11b09Nd.wav", "13a01Lc.wav"]:
-        write_wav(root / "wav" / name, 0.3)
-    manifest = manifest_of(root, "emodb")
+    manifest = manifest_of(emodb_tree(tmp_path / "emodb"), "emodb")
     assert manifest.loc["03a01Fa", ["speaker", "gender", "emotion", "session"]].tolist() == ["03", "M", "hap", 3]
     assert manifest.loc["08b02Wb", ["speaker", "gender", "emotion"]].tolist() == ["08", "F", "ang"]
     assert manifest.loc["16a05Tc", "emotion"] == "sad" and manifest.loc["11b09Nd", "emotion"] == "neu"
@@ -279,7 +285,7 @@ def test_table_csv_with_renamed_columns_absolute_paths_and_no_session(tmp_path):
     csv = "file,label,who\n" + f"{root / 'a/u1.wav'},neu,anna\n" + "b/u3.wav,sad,bob\n"
     table_tree(root, csv, name="meta.csv")
     columns = {"path": "file", "emotion": "label", "speaker": "who"}
-    manifest = manifest_of(root, "table", table=str(root / "meta.csv"), columns=columns)
+    manifest = manifest_of(root, "table", table=str(root / "meta.csv"), columns=columns, classes=["neu", "sad"])
     assert manifest.loc["a/u1", "session"] == "anna" and manifest.loc["b/u3", "session"] == "bob"
     assert (manifest["gender"] == "").all()
 
@@ -314,7 +320,7 @@ def test_table_bad_input_names_the_file_or_row(tmp_path, text, columns, error, m
 
 def test_table_unknown_label_is_counted_dropped_and_warned(tmp_path, caplog):
     root = table_tree(tmp_path / "t", TABLE.replace("\tsad\t", "\tSAD\t"))
-    reading = read_corpus(settings(root, "table", table="labels.tsv"))
+    reading = read_corpus(settings(root, "table", table="labels.tsv", classes=["neu", "hap", "ang"]))
     assert reading.dropped == {"SAD": 1} and "b/u3" not in set(reading.manifest["utt_id"])
     assert "dropped 1 utterance(s) with label 'SAD'" in caplog.text and "labels.tsv:4" in caplog.text
 
@@ -334,3 +340,31 @@ def test_manifest_file_keeps_text_ids_and_unknown_gender(tmp_path):
     back = read_manifest(tmp_path / "manifest.tsv")
     assert back["speaker"].tolist() == ["007", "007", "bob", "bob"] and back["gender"].tolist()[-1] == ""
     pd.testing.assert_frame_equal(back, manifest)
+
+
+# --- a configured class left without utterances ----------------------------------------------
+
+IEMOCAP_MAP = {"neu": "neu", "hap": "hap", "exc": "hap", "ang": "ang", "sad": "sad"}
+
+
+def test_a_label_map_of_another_format_stops_naming_the_empty_classes_and_the_dropped_labels(tmp_path):
+    root = ravdess_tree(tmp_path / "ravdess", RAVDESS)
+    with pytest.raises(CorpusError) as error:
+        read_corpus(settings(root, "ravdess", label_map=IEMOCAP_MAP))  # keeps only 'sad'
+    message = str(error.value)
+    assert "no utterance of class(es) ['neu', 'hap', 'ang'] of corpus.classes" in message
+    assert "labels dropped: angry 1, calm 1, happy 1, neutral 1" in message
+    assert "ravdess default map fills from ['angry', 'happy', 'neutral']" in message
+    assert "corpus.label_map" in message and "corpus.classes" in message and message.count(". ") == 0
+
+
+def test_a_class_emptied_by_skipped_audio_stops_and_counts_the_skip(tmp_path):
+    root = msp_tree(tmp_path / "msp")
+    (root / "Audios" / "MSP-PODCAST_0001_0008.wav").unlink()  # the only neutral utterance
+    with pytest.raises(CorpusError, match=r"class\(es\) \['neu'\] .*X 1; 1 skipped for missing or truncated audio"):
+        read_corpus(settings(root, "msp_podcast", on_missing_audio="skip"))
+
+
+def test_a_rare_class_is_kept(tmp_path):
+    manifest = manifest_of(emodb_tree(tmp_path / "emodb"), "emodb")  # one utterance per class
+    assert manifest["emotion"].value_counts().to_dict() == {"hap": 1, "ang": 1, "sad": 1, "neu": 1}

@@ -25,8 +25,10 @@ CLASSES = ["neu", "hap", "ang", "sad"]
 LABEL_MAP = {"neu": "neu", "hap": "hap", "exc": "hap", "ang": "ang", "sad": "sad"}
 
 
-def read(root, sessions=(1,), **kwargs):
-    return build_manifest(root, list(sessions), LABEL_MAP, CLASSES, **kwargs)
+def read(root, sessions=(1,), classes=CLASSES, **kwargs):
+    """The IEMOCAP manifest of `root` with the 4-class map restricted to `classes` (the ones the tree holds)."""
+    label_map = {raw: name for raw, name in LABEL_MAP.items() if name in classes}
+    return build_manifest(root, list(sessions), label_map, list(classes), **kwargs)
 
 
 def quirky_tree(root):
@@ -85,7 +87,7 @@ def test_manifest_has_contract_columns_sorted_by_id(tree):
 
 def test_duration_comes_from_the_header(tmp_path):
     root = write_tree(tmp_path / "c", {1: {"Ses01F_impro01": [("Ses01F_impro01_F000", "neu")]}}, seconds=2.345)
-    assert read(root)["duration_s"].iloc[0] == pytest.approx(2.345, abs=1e-4)
+    assert read(root, classes=["neu"])["duration_s"].iloc[0] == pytest.approx(2.345, abs=1e-4)
 
 
 def test_label_map_is_configurable(tree):
@@ -98,10 +100,10 @@ def test_other_rate_or_channels_are_converted_or_rejected_by_name(tmp_path):
     root = write_tree(tmp_path / "c", {1: {"Ses01F_impro01": [("Ses01F_impro01_F000", "neu")]}})
     wav = root / "Session1/sentences/wav/Ses01F_impro01/Ses01F_impro01_F000.wav"
     write_wav(wav, 1.0, rate=44100, channels=2)
-    manifest = read(root, on_format_mismatch="convert")
+    manifest = read(root, classes=["neu"], on_format_mismatch="convert")
     assert manifest["duration_s"].iloc[0] == pytest.approx(1.0)
     with pytest.raises(AudioError, match=r"Ses01F_impro01_F000\.wav.*44100 Hz with 2 channel"):
-        read(root, on_format_mismatch="error")
+        read(root, classes=["neu"], on_format_mismatch="error")
 
 
 def test_missing_root_names_it(tmp_path):
@@ -164,7 +166,7 @@ def test_summary_line_with_crlf_and_trailing_space_is_read(tmp_path):
     root = write_tree(tmp_path / "c", {1: {"Ses01F_impro01": [("Ses01F_impro01_F000", "neu")]}})
     label_file = root / "Session1/dialog/EmoEvaluation/Ses01F_impro01.txt"
     label_file.write_text(label_file.read_text().replace("]\n", "] \r\n"))
-    assert read(root)["utt_id"].tolist() == ["Ses01F_impro01_F000"]
+    assert read(root, classes=["neu"])["utt_id"].tolist() == ["Ses01F_impro01_F000"]
 
 
 def test_count_table_and_full_release_check(tree):
@@ -200,6 +202,25 @@ def test_build_manifest_script_leaves_no_manifest_on_error(tree, tmp_path):
     with pytest.raises(AudioError):
         main(corpus, str(out / "manifest.tsv"), str(out / "manifest_counts.tsv"))
     assert not (out / "manifest.tsv").exists() and not (out / "manifest_counts.tsv").exists()
+
+
+def test_a_subset_that_empties_a_class_stops_naming_the_subset(tmp_path):
+    root = quirky_tree(tmp_path / "IEMOCAP_full_release")  # its improvised dialogs hold no sad utterance
+    settings = CorpusSettings.from_config({"root": str(root), "sessions": [1], "subset": "improvised"})
+    with pytest.raises(CorpusError, match=r"\['sad'\] .*\(corpus\.sessions \[1\], corpus\.subset improvised\)"):
+        read_corpus(settings)
+
+
+def test_build_manifest_script_writes_nothing_when_a_class_is_empty(tmp_path):
+    from build_manifest import main
+
+    turns = [("Ses01F_impro01_F000", "neu"), ("Ses01F_impro01_M000", "hap"), ("Ses01F_impro01_M001", "ang")]
+    root = write_tree(tmp_path / "c", {1: {"Ses01F_impro01": turns + [("Ses01F_impro01_F001", "fru")]}})
+    out = tmp_path / "results"
+    corpus = {"root": str(root), "sessions": [1], "classes": CLASSES, "label_map": LABEL_MAP}
+    with pytest.raises(CorpusError, match=r"\['sad'\] .*labels dropped: fru 1\)"):
+        main(corpus, str(out / "manifest.tsv"), str(out / "manifest_counts.tsv"))
+    assert not out.exists() or not list(out.iterdir())
 
 
 # --- issue 9: nothing skipped silently --------------------------------------------------------
@@ -249,7 +270,7 @@ def test_summary_line_with_a_leading_space_is_read(tmp_path):
     label_file = root / "Session1/dialog/EmoEvaluation/Ses01F_impro01.txt"
     label_file.write_text(label_file.read_text().replace("[4.0000", " [4.0000"))
     assert " [4.0000" in label_file.read_text()
-    assert read(root)["utt_id"].tolist() == ["Ses01F_impro01_F000", "Ses01F_impro01_M000"]
+    assert read(root, classes=["neu", "ang"])["utt_id"].tolist() == ["Ses01F_impro01_F000", "Ses01F_impro01_M000"]
 
 
 def test_odd_line_is_reported_with_file_and_line(tmp_path, caplog):
@@ -257,7 +278,7 @@ def test_odd_line_is_reported_with_file_and_line(tmp_path, caplog):
     label_file = root / "Session1/dialog/EmoEvaluation/Ses01F_impro01.txt"
     label_file.write_text(label_file.read_text() + "some stray note\n")
     number = len(label_file.read_text().splitlines())
-    read(root)
+    read(root, classes=["neu"])
     assert f"Ses01F_impro01.txt:{number}: unexpected line 'some stray note' ignored" in caplog.text
 
 
@@ -274,17 +295,20 @@ def test_non_standard_label_is_warned_by_name_and_count(tmp_path, caplog):
     turns += [("Ses01F_impro01_M000", "SAD"), ("Ses01F_impro01_M001", "xxx")]
     root = write_tree(tmp_path / "c", {1: {"Ses01F_impro01": turns}})
     caplog.set_level(logging.INFO)
-    assert read(root)["utt_id"].tolist() == ["Ses01F_impro01_F000"]
+    assert read(root, classes=["neu"])["utt_id"].tolist() == ["Ses01F_impro01_F000"]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("2 utterance(s) with iemocap label 'SAD'" in w for w in warnings)
     assert any("1 utterance(s) with iemocap label 'angry'" in w for w in warnings)
     assert not any("'xxx'" in w for w in warnings) and "dropped by the label map: xxx 1" in caplog.text
 
 
-@pytest.mark.parametrize(("subset", "kept"), [("all", 6), ("improvised", 3), ("scripted", 3)])
-def test_subset_keeps_improvised_or_scripted_dialogs(tmp_path, subset, kept):
+@pytest.mark.parametrize(
+    ("subset", "classes", "kept"),
+    [("all", CLASSES, 6), ("improvised", ["neu", "hap", "ang"], 3), ("scripted", ["neu", "hap", "sad"], 3)],
+)
+def test_subset_keeps_improvised_or_scripted_dialogs(tmp_path, subset, classes, kept):
     root = quirky_tree(tmp_path / "IEMOCAP_full_release")
-    settings = CorpusSettings.from_config({"root": str(root), "sessions": [1], "subset": subset})
+    settings = CorpusSettings.from_config({"root": str(root), "sessions": [1], "subset": subset, "classes": classes})
     manifest = read_corpus(settings).manifest
     marks = {"all": "", "improvised": "impro", "scripted": "script"}
     assert len(manifest) == kept

@@ -3,7 +3,7 @@
 A reader turns its corpus's layout into `Entry` records (raw label, speaker, session, …, and where
 each was listed). `assemble` then does what no reader may do differently: apply the label map and
 count what it drops, reject duplicate ids, check every audio file (missing, truncated, unreadable,
-other format) and build the manifest table.
+other format), build the manifest table and stop when a configured class is left without utterances.
 """
 
 from __future__ import annotations
@@ -200,10 +200,44 @@ def assemble(entries: list[Entry], settings: CorpusSettings) -> CorpusReading:
         log.warning(
             "%d audio file(s) are not %d Hz mono; they are converted at load time", converted, settings.sample_rate
         )
-    absent = [c for c in settings.classes if c not in set(frame["emotion"])]
-    if absent:
-        log.warning("no utterance of class(es) %s in the corpus", absent)
+    require_every_class(set(frame["emotion"]), settings, dropped, len(skipped))
     return CorpusReading(frame[[c for c in [*MANIFEST_COLUMNS, SPLIT_COLUMN] if c in frame]], dropped, skipped)
+
+
+def require_every_class(present: set[str], settings: CorpusSettings, dropped: Counter, skipped: int = 0) -> None:
+    """Stop when a class of `corpus.classes` has no utterance left (a model cannot learn a class it never sees).
+
+    The sentence names the empty classes, every raw label the map dropped with its count, and the
+    raw labels the format's default map would send to the empty classes when `corpus.label_map` replaces it.
+    """
+    empty = [c for c in settings.classes if c not in present]
+    if not empty:
+        return
+    drops = ", ".join(f"{label} {count}" for label, count in sorted(dropped.items())) or "none"
+    lost = f"; {skipped} skipped for missing or truncated audio" if skipped else ""
+    raise CorpusError(
+        f"no utterance of class(es) {empty} of corpus.classes is left in '{settings.root}'{reader_filters(settings)} "
+        f"after corpus.label_map (labels dropped: {drops}{lost}){default_map_hint(empty, settings, dropped)}; "
+        "map raw labels to them in corpus.label_map or remove them from corpus.classes"
+    )
+
+
+def reader_filters(settings: CorpusSettings) -> str:
+    """' (corpus.sessions …, corpus.subset …)' for IEMOCAP, whose reader reads only part of the tree; else ''."""
+    if settings.format != "iemocap":
+        return ""
+    return f" (corpus.sessions {list(settings.sessions)}, corpus.subset {settings.subset})"
+
+
+def default_map_hint(empty: list[str], settings: CorpusSettings, dropped: Counter) -> str:
+    """', which the <format> default map fills from …' when a user map left out labels the default would keep."""
+    default = resolve_label_map(settings.format, None, list(settings.classes))
+    if dict(settings.label_map) == default:
+        return ""
+    rescued = sorted(raw for raw, name in default.items() if name in empty and dropped.get(raw))
+    if not rescued:
+        return ""
+    return f", which the {settings.format} default map fills from {rescued} (leave corpus.label_map unset to use it)"
 
 
 def gender_of(word: str) -> str:
