@@ -187,3 +187,14 @@ def test_a_crop_shorter_than_the_receptive_field_is_a_config_error(tiny_backbone
         check_config(config)
     ok = validate_config({"corpus": {"root": "/x"}, "backbone": tiny_backbone, "gmp": {"layers": [1]}})
     check_config(ok)
+
+
+def test_a_label_map_of_another_corpus_is_a_config_error_before_any_job():
+    iemocap_map = {"neu": "neu", "hap": "hap", "exc": "hap", "ang": "ang", "sad": "sad"}
+    with pytest.raises(ConfigError, match=r"no ravdess label maps to \['neu', 'hap', 'ang'\]"):
+        validate_config({"corpus": {"root": "/x", "format": "ravdess", "label_map": iemocap_map}})
+
+
+def test_sessions_apply_to_iemocap_only():
+    with pytest.raises(ConfigError, match="'corpus.sessions' applies to corpus.format iemocap only"):
+        validate_config({"corpus": {"root": "/x", "format": "emodb", "sessions": [1, 2]}})

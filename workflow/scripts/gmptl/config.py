@@ -173,7 +173,7 @@ def _check_corpus(corpus: dict, folds: dict | None = None, demo: dict | None = N
     A null label_map becomes the format's default map restricted to corpus.classes, so every rule
     sees the map that is used.
     """
-    from .corpora.labels import resolve_label_map
+    from .corpora.labels import LABEL_VOCABULARY, resolve_label_map
 
     corpus_format = corpus.get("format", "iemocap")
     corpus["label_map"] = resolve_label_map(corpus_format, corpus.get("label_map"), corpus["classes"])
@@ -187,8 +187,19 @@ def _check_corpus(corpus: dict, folds: dict | None = None, demo: dict | None = N
             f"config key 'corpus.classes': no label in corpus.label_map maps to {unused} "
             f"(the default map of format {corpus_format} has none; give corpus.label_map)"
         )
+    vocabulary = LABEL_VOCABULARY.get(corpus_format)
+    if vocabulary is not None:
+        reachable = {name for raw, name in corpus["label_map"].items() if raw in vocabulary}
+        unreachable = [c for c in classes if c not in reachable]
+        if unreachable:
+            raise ConfigError(
+                f"config key 'corpus.label_map': no {corpus_format} label maps to {unreachable} "
+                f"(its labels: {sorted(vocabulary)}); leave corpus.label_map unset for the format's default map, "
+                "or map its labels"
+            )
     only_for = {"table": "table", "columns": "table", "subset": "iemocap", "include_song": "ravdess"}
-    defaults = {"table": None, "columns": {}, "subset": "all", "include_song": False}
+    only_for["sessions"] = "iemocap"
+    defaults = {"table": None, "columns": {}, "subset": "all", "include_song": False, "sessions": [1, 2, 3, 4, 5]}
     for key, owner in only_for.items():
         if corpus_format != owner and corpus.get(key, defaults[key]) != defaults[key]:
             raise ConfigError(
