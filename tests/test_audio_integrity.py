@@ -38,7 +38,9 @@ def wav_of(tree, utt: str = UTT):
 
 def test_manifest_refuses_a_nan_wav_naming_it_and_the_time(tree):
     float_wav(wav_of(tree), bad={8000: np.nan})
-    with pytest.raises(AudioError, match=rf"{UTT}\.wav' holds a non-finite sample \(nan\) at 0\.500 s .*on_missing_audio"):
+    with pytest.raises(
+        AudioError, match=rf"{UTT}\.wav' holds a non-finite sample \(nan\) at 0\.500 s .*on_missing_audio"
+    ):
         build_manifest(tree, [1], LABEL_MAP, CLASSES)
 
 
