@@ -124,9 +124,10 @@ def run_plan(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .cache import load_config
+
+    config = load_config(args.configfile)  # before torch loads: a bad config file is reported at once
     from .plan import corpus_from_files, corpus_from_statistics, format_plan, make_plan
 
-    config = load_config(args.configfile)
     if (args.utterances is None) != (args.mean_seconds is None):
         raise ConfigError("give --utterances and --mean-seconds together")
     if args.utterances is not None:
