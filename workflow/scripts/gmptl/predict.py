@@ -13,7 +13,8 @@
 
 Audio in any format and rate soundfile reads is down-mixed and resampled exactly as the pipeline does
 (`audio.load_audio`). Recordings are decoded batch by batch, length-sorted into batches of at most
-`batch_seconds` of padded audio; an unreadable file is reported and skipped, never the whole run.
+`batch_seconds` of padded audio. A file the pipeline would refuse (unreadable, truncated, a float file with
+NaN / Inf samples, see `audio`) or whose scores are not finite is reported and skipped, never the whole run.
 """
 
 from __future__ import annotations
