@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import json
 import os
 import subprocess
 import sys
@@ -58,6 +60,22 @@ def voice_like(seconds: float, seed: int, rate: int = 16000) -> np.ndarray:
 # --- agreement with the pipeline ---------------------------------------------------------------
 
 
+def finetune_recipe(root, backbone: str) -> dict:
+    """The stage-2 recipe of experiment 'finetune' on the tiny corpus at `root`: one quick epoch."""
+    config = validate_config(
+        {
+            "corpus": {"root": str(root), "sessions": [1, 2, 3]},
+            "backbone": backbone,
+            "train": {"epochs": 1, "batch_size": 4, "lr": 1e-3, "head_lr": 3e-3, "max_crop_s": 0.6},
+        }
+    )
+    return experiment_stages(config, experiment_settings(config, "finetune"))["stage2"].recipe
+
+
+def fold1_paths(work) -> dict:
+    return {"manifest_path": str(work / "manifest.tsv"), "folds_path": str(work / "folds.tsv"), "fold": 1}
+
+
 @pytest.fixture(scope="module")
 def experiment(tiny_backbone, tmp_path_factory):
     """A workdir with results/myexp/: fold 1's trained stage-2 model, its predictions.tsv, stages.tsv."""
@@ -69,18 +87,10 @@ def experiment(tiny_backbone, tmp_path_factory):
     manifest = build_manifest(root, [1, 2, 3], label_map, CLASSES)
     manifest.to_csv(work / "manifest.tsv", sep="\t", index=False)
     make_folds(manifest, "speaker").to_csv(work / "folds.tsv", sep="\t", index=False)
-    config = validate_config(
-        {
-            "corpus": {"root": str(root), "sessions": [1, 2, 3]},
-            "backbone": tiny_backbone,
-            "train": {"epochs": 1, "batch_size": 4, "lr": 1e-3, "head_lr": 3e-3, "max_crop_s": 0.6},
-        }
-    )
     exp = work / "results" / "myexp"
-    paths = {"manifest_path": str(work / "manifest.tsv"), "folds_path": str(work / "folds.tsv"), "fold": 1}
-    recipe = experiment_stages(config, experiment_settings(config, "finetune"))["stage2"].recipe
+    paths = fold1_paths(work)
     run_training(
-        recipe,
+        finetune_recipe(root, tiny_backbone),
         **paths,
         runtime=RuntimeSettings(device="cpu"),
         init_model=None,
@@ -127,6 +137,51 @@ def test_predicting_a_stage1_model_or_an_unknown_fold_is_a_clear_error(experimen
         load_predictor(tmp_path / "s1")
     with pytest.raises(BackboneError, match="neither a model folder .* nor an experiment's results folder"):
         load_predictor(tmp_path)
+
+
+# --- demo provenance ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def descendant(experiment, tiny_backbone):
+    """A stage-2 model trained from fold 1's stage-2 model folder (as stage 2 starts from stage 1's)."""
+    from gmptl.jobs import run_training
+
+    exp, _ = experiment
+    work = exp.parent.parent
+    out = exp / "fold1" / "descendant"
+    run_training(
+        finetune_recipe(work / "IEMOCAP_full_release", tiny_backbone),
+        **fold1_paths(work),
+        runtime=RuntimeSettings(device="cpu"),
+        init_model=str(exp / "fold1" / "stage2"),
+        gmp_paths={},
+        out_dir=str(out),
+        state_dir=str(exp / "fold1" / "descendant.resume"),
+    )
+    return out
+
+
+def test_a_model_trained_from_a_demo_model_folder_inherits_the_demo_flag(descendant):
+    meta = json.loads((descendant / "model.json").read_text())
+    assert meta["init"].endswith("stage2/backbone")  # started from a model folder, not the marked backbone
+    assert meta["backbone_source"]["tiny_demo_model"] is True
+
+
+def test_predict_warns_in_one_line_when_the_model_descends_from_the_demo_backbone(descendant, tmp_path, capsys):
+    write_wav(tmp_path / "a.wav", 0.9)
+    assert main(["predict", "--model", str(descendant), str(tmp_path / "a.wav")]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "RANDOMLY INITIALISED demo" in line]
+    assert warnings == [
+        f"gmptl predict: !!! model '{descendant}' descends from gmptl's tiny RANDOMLY INITIALISED demo backbone: "
+        "the scores say nothing about real recordings; train with a pretrained backbone for real predictions !!!"
+    ]
+
+
+def test_a_model_without_demo_provenance_gives_no_warning(model_dir, tmp_path, capsys):
+    write_wav(tmp_path / "a.wav", 0.9)
+    assert main(["predict", "--model", str(model_dir), str(tmp_path / "a.wav")]) == 0
+    assert "demo" not in capsys.readouterr().err
 
 
 def test_stages_file_without_a_path_column_is_named(tmp_path):
@@ -221,6 +276,53 @@ def test_a_folder_with_a_corrupt_file_predicts_the_rest_names_it_and_fails(model
     assert "empty (0 bytes)" in bad[str(folder / "empty.wav")]
     assert f"skipped '{folder / 'broken.wav'}'" in err and f"skipped '{folder / 'empty.wav'}'" in err
     assert "2 input(s) failed" in err
+
+
+def test_nan_and_inf_float_files_are_refused_naming_the_file_and_the_time(model_dir, tmp_path, capsys):
+    wave = voice_like(1.0, seed=5)
+    sf.write(tmp_path / "good.wav", wave, 16000, subtype="FLOAT")
+    sf.write(tmp_path / "nan.wav", np.where(np.arange(16000) == 8000, np.nan, wave), 16000, subtype="FLOAT")
+    sf.write(tmp_path / "inf.wav", np.where(np.arange(16000) == 4000, np.inf, wave), 16000, subtype="DOUBLE")
+    paths = [str(tmp_path / n) for n in ("good.wav", "nan.wav", "inf.wav")]
+    code = main(["predict", "--model", str(model_dir), "-o", str(tmp_path / "out.tsv"), *paths])
+    err = capsys.readouterr().err
+    table = pd.read_csv(tmp_path / "out.tsv", sep="\t").set_index("path")
+    assert code == 1
+    assert f"gmptl predict: skipped '{paths[1]}': holds a non-finite sample (nan) at 0.500 s (frame 8000)" in err
+    assert f"gmptl predict: skipped '{paths[2]}': holds a non-finite sample (inf) at 0.250 s (frame 4000)" in err
+    assert table.loc[paths[1:], "predicted"].isna().all() and table.loc[paths[1:], SCORES].isna().all().all()
+    assert table.loc[paths[0], SCORES].notna().all()
+
+
+def test_a_truncated_wav_is_refused_as_the_pipeline_refuses_it(model_dir, tmp_path):
+    write_wav(tmp_path / "cut.wav", 3.41)
+    (tmp_path / "cut.wav").write_bytes((tmp_path / "cut.wav").read_bytes()[: 44 + 20000])  # header says 3.41 s
+    row = predict_files(model_dir, [tmp_path / "cut.wav"]).iloc[0]
+    assert row["error"] == "is truncated: its header declares 3.41 s of audio but the file holds 0.62 s"
+    assert row[SCORES].isna().all() and row["predicted"] != row["predicted"]
+
+
+def test_finite_but_extreme_samples_are_an_error_not_a_prediction(model_dir, tmp_path):
+    sf.write(tmp_path / "loud.wav", np.full(16000, 1e30, np.float32), 16000, subtype="FLOAT")
+    row = predict_files(model_dir, [tmp_path / "loud.wav"]).iloc[0]
+    assert "scores of it are not finite" in row["error"] and row[SCORES].isna().all()
+
+
+def test_a_full_disk_while_writing_the_output_is_one_sentence(model_dir, tmp_path, monkeypatch, capsys):
+    write_wav(tmp_path / "a.wav", 0.9)
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")  # as a write() on a full disk: no file name
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", full_disk)
+    out = tmp_path / "out.tsv"
+    assert main(["predict", "--model", str(model_dir), "-o", str(out), str(tmp_path / "a.wav")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1] == (
+        f"gmptl predict: no space is left on the device holding '{out}'; free space there, or write elsewhere, "
+        "and rerun"
+    )
+    assert not out.exists()
 
 
 def test_all_good_input_exits_zero_and_writes_stdout(model_dir, tmp_path, capsys):

@@ -20,10 +20,15 @@ class AudioInfo:
     sample_rate: int
     channels: int
     frames: int
+    subtype: str = ""  # libsndfile's sample format (PCM_16, FLOAT …); "" when not read from a header
 
     @property
     def duration_s(self) -> float:
         return self.frames / self.sample_rate
+
+
+FLOAT_SUBTYPES = frozenset({"FLOAT", "DOUBLE"})  # the only sample formats that can hold NaN or Inf
+CHECK_BLOCK = 1 << 20  # frames decoded at a time when a float file is checked for non-finite samples
 
 
 class TruncatedAudioError(AudioError):
@@ -32,6 +37,16 @@ class TruncatedAudioError(AudioError):
     def __init__(self, path: str | os.PathLike, detail: str):
         self.detail = detail
         super().__init__(f"audio file '{path}' is truncated: {detail}; re-copy it from the corpus")
+
+
+class NonFiniteAudioError(AudioError):
+    """A float audio file holds NaN or Inf samples (they would turn every score and loss into NaN)."""
+
+    def __init__(self, path: str | os.PathLike, detail: str):
+        self.detail = detail
+        super().__init__(
+            f"audio file '{path}' {detail}; re-export it from its source with finite samples, or remove it"
+        )
 
 
 def wav_data_sizes(path: str | os.PathLike) -> tuple[int, int] | None:
@@ -55,6 +70,19 @@ def wav_data_sizes(path: str | os.PathLike) -> tuple[int, int] | None:
             handle.seek(size + (size & 1), os.SEEK_CUR)
 
 
+def check_complete(path: str | os.PathLike, frames: int, rate: int) -> None:
+    """A WAV whose `data` chunk is shorter than its header declares is a `TruncatedAudioError`.
+
+    `frames` and `rate` are what libsndfile reports (it counts the frames present).
+    """
+    sizes = wav_data_sizes(path)
+    if sizes is not None and sizes[1] < sizes[0]:
+        declared, present = sizes
+        seconds = frames / rate
+        detail = f"its header declares {seconds * declared / present:.2f} s of audio but the file holds {seconds:.2f} s"
+        raise TruncatedAudioError(path, detail)
+
+
 def audio_info(path: str | os.PathLike) -> AudioInfo:
     """Sample rate, channels and length from the file header; a truncated WAV is an error."""
     try:
@@ -63,13 +91,45 @@ def audio_info(path: str | os.PathLike) -> AudioInfo:
         raise AudioError(f"audio file '{path}' cannot be read ({err}); re-copy it from the corpus") from err
     if info.frames <= 0:
         raise AudioError(f"audio file '{path}' holds no samples; re-copy it from the corpus")
-    sizes = wav_data_sizes(path)
-    if sizes is not None and sizes[1] < sizes[0]:
-        declared, present = sizes
-        seconds = info.frames / info.samplerate  # libsndfile counts the frames present
-        detail = f"its header declares {seconds * declared / present:.2f} s of audio but the file holds {seconds:.2f} s"
-        raise TruncatedAudioError(path, detail)
-    return AudioInfo(sample_rate=int(info.samplerate), channels=int(info.channels), frames=int(info.frames))
+    check_complete(path, info.frames, info.samplerate)
+    return AudioInfo(int(info.samplerate), int(info.channels), int(info.frames), str(info.subtype))
+
+
+def first_non_finite(data: np.ndarray) -> tuple[int, float] | None:
+    """(frame, value) of the first NaN or Inf sample of `data` (frames × channels), None when all are finite."""
+    finite = np.isfinite(data)
+    if finite.all():
+        return None
+    frame = int(np.argmin(finite.all(axis=1)))
+    return frame, float(data[frame][~finite[frame]][0])
+
+
+def check_finite(path: str | os.PathLike, data: np.ndarray, rate: int, offset: int = 0) -> None:
+    """Decoded samples (frames × channels, starting at frame `offset`) with NaN or Inf are a `NonFiniteAudioError`."""
+    bad = first_non_finite(data)
+    if bad is not None:
+        frame, value = bad[0] + offset, bad[1]
+        raise NonFiniteAudioError(path, f"holds a non-finite sample ({value}) at {frame / rate:.3f} s (frame {frame})")
+
+
+def check_finite_file(path: str | os.PathLike, subtype: str, rate: int) -> None:
+    """Decode a float file (subtype FLOAT or DOUBLE) block by block and refuse NaN / Inf; other subtypes pass."""
+    if subtype not in FLOAT_SUBTYPES:
+        return
+    offset = 0
+    try:
+        for block in sf.blocks(str(path), blocksize=CHECK_BLOCK, dtype="float32", always_2d=True):
+            check_finite(path, block, rate, offset)
+            offset += len(block)
+    except (RuntimeError, sf.LibsndfileError) as err:
+        raise AudioError(f"audio file '{path}' cannot be decoded ({err}); re-copy it from the corpus") from err
+
+
+def checked_audio_info(path: str | os.PathLike) -> AudioInfo:
+    """`audio_info` (header, truncation) and, for float files only, a decode that refuses NaN / Inf samples."""
+    info = audio_info(path)
+    check_finite_file(path, info.subtype, info.sample_rate)
+    return info
 
 
 def check_format(path: str | os.PathLike, info: AudioInfo, sample_rate: int, on_mismatch: str) -> bool:
@@ -84,7 +144,10 @@ def check_format(path: str | os.PathLike, info: AudioInfo, sample_rate: int, on_
 
 
 def load_audio(path: str | os.PathLike, sample_rate: int, on_mismatch: str = "convert") -> np.ndarray:
-    """Decode `path` as mono float32 at `sample_rate` (channels averaged, soxr 'HQ' resampling)."""
+    """Decode `path` as mono float32 at `sample_rate` (channels averaged, soxr 'HQ' resampling).
+
+    A NaN or Inf sample is a `NonFiniteAudioError` naming the file and the sample's time.
+    """
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (RuntimeError, sf.LibsndfileError) as err:
@@ -92,6 +155,7 @@ def load_audio(path: str | os.PathLike, sample_rate: int, on_mismatch: str = "co
     if data.shape[0] == 0:
         raise AudioError(f"audio file '{path}' holds no samples; re-copy it from the corpus")
     check_format(path, AudioInfo(rate, data.shape[1], data.shape[0]), sample_rate, on_mismatch)
+    check_finite(path, data, rate)
     wave = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
     if rate != sample_rate:
         wave = soxr.resample(wave, rate, sample_rate, quality="HQ")

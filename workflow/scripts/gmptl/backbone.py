@@ -107,9 +107,32 @@ def make_tiny_hubert(out_dir: str | Path, hidden_size: int = 64, num_layers: int
     (out_dir / TINY_MARKER).write_text(json.dumps({"seed": seed, "note": "random weights, demo only"}) + "\n")
 
 
+def recorded_tiny_demo_model(model_json: Path) -> bool:
+    """The `backbone_source.tiny_demo_model` flag a model folder's model.json records (False when absent).
+
+    An unreadable model.json counts as False here; loading that model folder reports it.
+    """
+    try:
+        meta = json.loads(model_json.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    source = meta.get("backbone_source") if isinstance(meta, dict) else None
+    return isinstance(source, dict) and source.get("tiny_demo_model") is True
+
+
 def is_tiny_demo_model(folder: str | Path) -> bool:
-    """Whether a backbone folder is gmptl's tiny random demo model (it carries the marker file)."""
-    return (Path(folder) / TINY_MARKER).is_file()
+    """Whether `folder` is gmptl's tiny random demo backbone, or descends from it.
+
+    The demo backbone carries the marker file. A model folder trained from it (and that folder's
+    `backbone/`, which later stages start from) records the flag in its model.json, so every
+    descendant — multi-task, stage-1, stage-2, deploy model — inherits it.
+    """
+    folder = Path(folder)
+    if (folder / TINY_MARKER).is_file():
+        return True
+    if (folder / "model.json").is_file():
+        return recorded_tiny_demo_model(folder / "model.json")
+    return folder.name == "backbone" and recorded_tiny_demo_model(folder.parent / "model.json")
 
 
 def backbone_digest(name: str) -> str:

@@ -11,11 +11,14 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from .config import deep_merge, experiment_settings, load_yaml, validate_config
 from .errors import ConfigError
 from .recipes import CACHE, KINDS, catalog, experiment_seeds, experiment_stages, seeded
 
 WORKFLOW_ROOT = Path(__file__).resolve().parents[3]
+YAML_KINDS = {list: "list", str: "string", int: "number", float: "number", bool: "boolean"}
 
 
 @dataclass
@@ -29,14 +32,42 @@ class CacheEntry:
     used_by: list[str]
 
 
+def read_config_file(path: str | Path) -> dict:
+    """One config file as a mapping (an empty file is {}); anything else is a `ConfigError` naming the file."""
+    if not Path(path).is_file():
+        raise ConfigError(f"config file '{path}' does not exist")
+    try:
+        content = load_yaml(path)
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config file '{path}' is not UTF-8 text (byte {err.start}); give a YAML file") from err
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file '{path}' is not valid YAML ({yaml_problem(err)}); fix it") from err
+    except OSError as err:
+        raise ConfigError(f"config file '{path}' cannot be read ({err.strerror})") from err
+    if content is None:
+        return {}
+    if not isinstance(content, dict):
+        kind = YAML_KINDS.get(type(content), "scalar")
+        raise ConfigError(
+            f"config file '{path}' holds a YAML {kind}, not a mapping of config keys (like `train: {{epochs: 2}}`); "
+            "fix it"
+        )
+    return content
+
+
+def yaml_problem(err: yaml.YAMLError) -> str:
+    """'line L, column C: problem' of a YAML error (its first line when it has no position)."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark else problem
+
+
 def load_config(configfiles: list[str | Path], base: str | Path | None = None) -> dict:
     """The validated config the workflow would see for `snakemake --configfile FILES…`."""
     base = Path(base) if base else WORKFLOW_ROOT / "config.yaml"
     config: dict = {}
     for path in [base, *configfiles]:
-        if not Path(path).is_file():
-            raise ConfigError(f"config file '{path}' does not exist")
-        config = deep_merge(config, load_yaml(path) or {})
+        config = deep_merge(config, read_config_file(path))
     return validate_config(config)
 
 
@@ -71,13 +102,20 @@ def cache_entries(workdir: str | Path, config: dict) -> list[CacheEntry]:
     return entries
 
 
-def prune(entries: list[CacheEntry], delete: bool) -> list[CacheEntry]:
-    """The unused entries; deleted only when `delete` is true."""
-    unused = [entry for entry in entries if not entry.used_by]
-    if delete:
-        for entry in unused:
-            shutil.rmtree(entry.path)
-    return unused
+def unused_entries(entries: list[CacheEntry]) -> list[CacheEntry]:
+    """The entries no configured experiment uses (what `gmptl cache prune` deletes)."""
+    return [entry for entry in entries if not entry.used_by]
+
+
+def delete_entry(entry: CacheEntry) -> None:
+    """Delete one cache folder; an `OSError` (read-only cache, no permission) names that folder.
+
+    (shutil.rmtree names the failing file relative to its folder, which says little.)
+    """
+    try:
+        shutil.rmtree(entry.path)
+    except OSError as err:
+        raise OSError(err.errno, err.strerror, str(entry.path)) from err
 
 
 def human_bytes(count: int) -> str:

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable, Iterator
 
 from .errors import ConfigError, GmptlError
+from .failures import storage_failure
 from .fileio import atomic_path
 
 log = logging.getLogger("gmptl")
@@ -78,15 +79,17 @@ def add_predict(subparsers) -> None:
 
 
 def run_cache(args: argparse.Namespace) -> int:
-    from .cache import cache_entries, format_entries, human_bytes, load_config, prune
+    from .cache import cache_entries, delete_entry, format_entries, human_bytes, load_config, unused_entries
 
     entries = cache_entries(args.directory, load_config(args.configfile))
     if args.action == "list":
         print(format_entries(entries))
         return 0
-    unused = prune(entries, delete=args.yes)
+    unused = unused_entries(entries)
     for entry in unused:
-        print(f"{'deleted' if args.yes else 'would delete'} {entry.path} ({human_bytes(entry.bytes)})")
+        if args.yes:
+            delete_entry(entry)  # one at a time: a failure leaves the lines of what is already deleted
+        print(f"{'deleted' if args.yes else 'would delete'} {entry.path} ({human_bytes(entry.bytes)})", flush=True)
     total = human_bytes(sum(entry.bytes for entry in unused))
     if args.yes:
         log.info("deleted %d unused stage output(s), %s", len(unused), total)
@@ -121,9 +124,10 @@ def run_plan(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .cache import load_config
+
+    config = load_config(args.configfile)  # before torch loads: a bad config file is reported at once
     from .plan import corpus_from_files, corpus_from_statistics, format_plan, make_plan
 
-    config = load_config(args.configfile)
     if (args.utterances is None) != (args.mean_seconds is None):
         raise ConfigError("give --utterances and --mean-seconds together")
     if args.utterances is not None:
@@ -192,6 +196,13 @@ def messages_on_stderr(command: str) -> Iterator[None]:
         log.level, log.propagate = saved
 
 
+def outputs_of(args: argparse.Namespace) -> list[str]:
+    """What a command writes, for storage errors that do not name their file."""
+    if args.command == "predict":
+        return [args.output or "standard output"]
+    return []
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     quiet_libraries()
@@ -200,6 +211,12 @@ def main(argv: list[str] | None = None) -> int:
             return args.run(args)
         except GmptlError as err:
             log.error("%s", err)
+            return 2
+        except Exception as err:  # a full disk or read-only folder deep in a writer: one sentence, not a traceback
+            sentence = storage_failure(err, outputs_of(args))
+            if sentence is None:
+                raise
+            log.error("%s", sentence)
             return 2
 
 

@@ -13,7 +13,8 @@
 
 Audio in any format and rate soundfile reads is down-mixed and resampled exactly as the pipeline does
 (`audio.load_audio`). Recordings are decoded batch by batch, length-sorted into batches of at most
-`batch_seconds` of padded audio; an unreadable file is reported and skipped, never the whole run.
+`batch_seconds` of padded audio. A file the pipeline would refuse (unreadable, truncated, a float file with
+NaN / Inf samples, see `audio`) or whose scores are not finite is reported and skipped, never the whole run.
 """
 
 from __future__ import annotations
@@ -30,7 +31,15 @@ import soundfile as sf
 import torch
 from tqdm import tqdm
 
-from .audio import load_audio, resampled_frames
+from .audio import (
+    NonFiniteAudioError,
+    TruncatedAudioError,
+    check_complete,
+    check_finite_file,
+    load_audio,
+    resampled_frames,
+)
+from .backbone import is_tiny_demo_model
 from .batching import length_batches
 from .errors import AudioError, BackboneError, ConfigError, TrainingError
 from .model import GmptlModel, load_model, min_samples
@@ -125,6 +134,19 @@ def find_models(model: str | Path, fold: int | None = None) -> tuple[list[Path],
     return list(models.values()), f"the ensemble (mean probability) of folds {list(models)} of '{path}'"
 
 
+def warn_if_demo_models(folders: list[Path]) -> None:
+    """One warning line when any of `folders` descends from gmptl's tiny random demo backbone."""
+    demo = [folder for folder in folders if is_tiny_demo_model(folder)]
+    if not demo:
+        return
+    which = f"model '{demo[0]}' descends" if len(folders) == 1 else f"{len(demo)} of the {len(folders)} models descend"
+    log.warning(
+        "!!! %s from gmptl's tiny RANDOMLY INITIALISED demo backbone: the scores say nothing about real "
+        "recordings; train with a pretrained backbone for real predictions !!!",
+        which,
+    )
+
+
 def load_predictor(model: str | Path, fold: int | None = None) -> Predictor:
     """Load the model(s) `model` stands for (see `find_models`); they must agree on classes and rate."""
     folders, description = find_models(model, fold)
@@ -141,6 +163,7 @@ def load_predictor(model: str | Path, fold: int | None = None) -> Predictor:
             )
         first = first or (folder, key)
         models.append(loaded.eval())
+    warn_if_demo_models(folders)
     classes, rate = first[1]
     return Predictor(models, list(classes), rate, max(min_samples(m.encoder) for m in models), description)
 
@@ -181,8 +204,20 @@ def expand_inputs(inputs: Iterable[str | os.PathLike]) -> list[tuple[str, str | 
     return [e for e in entries if not (e[0] in seen or seen.add(e[0]))]
 
 
+def unusable(err: AudioError) -> str:
+    """Why a recording gives no prediction, as the 'error' column says it (the row names the file)."""
+    if isinstance(err, TruncatedAudioError):
+        return f"is truncated: {err.detail}"
+    if isinstance(err, NonFiniteAudioError):
+        return err.detail
+    return f"cannot be decoded ({err.__cause__ or err})"
+
+
 def probe(path: str, sample_rate: int, shortest: int) -> tuple[float | None, int, str | None]:
-    """(duration in seconds, samples at `sample_rate`, None) from the header, or (…, reason) when unusable."""
+    """(duration in seconds, samples at `sample_rate`, None) from the header, or (…, reason) when unusable.
+
+    The pipeline's own checks apply: a truncated WAV and a float file with NaN / Inf samples are unusable.
+    """
     if not Path(path).exists():
         return None, 0, "the file does not exist"
     if Path(path).stat().st_size == 0:
@@ -194,6 +229,11 @@ def probe(path: str, sample_rate: int, shortest: int) -> tuple[float | None, int
     if info.frames <= 0:
         return 0.0, 0, "holds no samples"
     duration = info.frames / info.samplerate
+    try:
+        check_complete(path, info.frames, info.samplerate)
+        check_finite_file(path, info.subtype, info.samplerate)
+    except AudioError as err:
+        return duration, 0, unusable(err)
     samples = resampled_frames(info.frames, info.samplerate, sample_rate)
     if samples < shortest:
         return (
@@ -284,7 +324,7 @@ def score_segments(
                 try:
                     decoded[r] = load_audio(recordings[r].path, predictor.sample_rate, "convert")
                 except AudioError as err:
-                    recordings[r].error = f"cannot be decoded ({err.__cause__ or err})"
+                    recordings[r].error = unusable(err)
                     log.warning("skipped '%s': %s", recordings[r].path, recordings[r].error)
             if r in decoded:
                 kept.append(s)
@@ -315,6 +355,11 @@ def result_rows(
             continue
         parts = by_recording[r]
         mean = np.mean([rec.probs[s] for s in parts], axis=0)
+        if not np.isfinite(mean).all():  # finite but extreme samples can still overflow inside the model
+            rec.error = "the model's scores of it are not finite (its samples reach extreme values?)"
+            log.warning("skipped '%s': %s", rec.path, rec.error)
+            rows.append({**base, "error": rec.error})
+            continue
         rows.append({**base, **scores(predictor.classes, mean)})
         if windows:
             for s in parts:

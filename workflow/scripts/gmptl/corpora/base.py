@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..audio import TruncatedAudioError, audio_info, check_format
+from ..audio import NonFiniteAudioError, TruncatedAudioError, check_format, checked_audio_info
 from ..errors import AudioError, CorpusError
 from .labels import LABEL_VOCABULARY, resolve_label_map
 
@@ -153,10 +153,14 @@ def audio_row(entry: Entry, settings: CorpusSettings) -> dict | str:
             "corpus.on_missing_audio: skip"
         )
     try:
-        info = audio_info(entry.path)
+        info = checked_audio_info(entry.path)
     except TruncatedAudioError as err:
         if skip:
             return f"{entry.utt_id}: {err.detail}"
+        raise AudioError(f"{entry.source}: {err}; or set corpus.on_missing_audio: skip") from err
+    except NonFiniteAudioError as err:
+        if skip:
+            return f"{entry.utt_id}: its audio {err.detail}"
         raise AudioError(f"{entry.source}: {err}; or set corpus.on_missing_audio: skip") from err
     needs_conversion = check_format(entry.path, info, settings.sample_rate, settings.on_format_mismatch)
     return {
