@@ -190,7 +190,7 @@ def assemble(entries: list[Entry], settings: CorpusSettings) -> CorpusReading:
         else:
             rows.append(row)
     if skipped:
-        log.warning("skipped %d labelled utterance(s) whose audio is missing or truncated", len(skipped))
+        log.warning("skipped %d labelled utterance(s) whose audio is missing, truncated or non-finite", len(skipped))
     if not rows:
         raise CorpusError(
             f"no utterance of '{settings.root}' is left after the label map {sorted(settings.label_map)}; "
