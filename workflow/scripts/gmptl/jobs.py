@@ -86,7 +86,8 @@ def warn_if_demo_model(backbone: str, runtime: RuntimeSettings) -> None:
     if is_tiny_demo_model(backbone) and not runtime.demo:
         log.warning(
             "!!! backbone '%s' is (or descends from) gmptl's tiny RANDOMLY INITIALISED demo model (%s), "
-            "not a pretrained model: results of this run say nothing about real data; set `backbone` to a pretrained model !!!",
+            "not a pretrained model: results of this run say nothing about real data; "
+            "set `backbone` to a pretrained model !!!",
             backbone,
             TINY_MARKER,
         )
