@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from gmptl.errors import BackboneError
-from gmptl.model import AMSoftmax, HeadSpec, Pooling, build_model, load_model, masked_mean, save_model, with_margin
+from gmptl.model import AMSoftmax, HeadSpec, Pooling, build_model, masked_mean, with_margin
+from gmptl.model_folder import load_model, save_model
 
 CLASSES = ["neu", "hap", "ang", "sad"]
 
@@ -155,22 +156,14 @@ class RunsCode:
         return (exec, ("import pathlib; pathlib.Path('PWNED').write_text('ran')",))
 
 
-def test_a_pre_safetensors_folder_loads_plain_weights_but_never_runs_pickled_code(saved, monkeypatch, tmp_path):
-    from safetensors.torch import load_file
-
-    reference, _ = load_model(saved)
+def test_a_folder_of_another_format_is_refused_and_never_unpickled(saved, monkeypatch, tmp_path):
     meta = json.loads((saved / "model.json").read_text())
     legacy = {k: v for k, v in meta.items() if k not in ("format", "files", "audio", "backbone")}
     (saved / "model.json").write_text(json.dumps(legacy))
-    torch.save(load_file(saved / "heads.safetensors"), saved / "heads.pt")
-    (saved / "heads.safetensors").unlink()
-    model, loaded_meta = load_model(saved)
-    torch.testing.assert_close(model.state_dict(), reference.state_dict())
-    assert loaded_meta["audio"] == {"sample_rate": 8000}  # from the backbone's preprocessor config
-
     monkeypatch.chdir(tmp_path)
     torch.save({"emotion.classifier.weight": RunsCode()}, saved / "heads.pt")  # torch.load(weights_only=False) runs it
-    with pytest.raises(BackboneError, match=r"heads.pt' cannot be read as plain weights"):
+    (saved / "heads.safetensors").unlink()
+    with pytest.raises(BackboneError, match=r"has format 'None'; this gmptl reads gmptl-model/2"):
         load_model(saved)
     assert not (tmp_path / "PWNED").exists()
 

@@ -21,7 +21,8 @@ from gmptl.config import experiment_settings, validate_config
 from gmptl.corpus import build_manifest
 from gmptl.errors import BackboneError, ConfigError
 from gmptl.folds import fold_table, make_folds
-from gmptl.model import HeadSpec, build_model, save_model
+from gmptl.model import HeadSpec, build_model
+from gmptl.model_folder import save_model
 from gmptl.predict import expand_inputs, load_predictor, predict_files, window_bounds
 from gmptl.recipes import experiment_stages
 from gmptl.settings import RuntimeSettings

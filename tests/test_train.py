@@ -229,7 +229,7 @@ def start_training(corpus, config, settings, out, scripts=ROOT / "workflow" / "s
 
 
 def weights(model_dir: Path) -> dict:
-    from gmptl.model import load_model
+    from gmptl.model_folder import load_model
 
     return {k: v.clone() for k, v in load_model(model_dir)[0].state_dict().items()}
 

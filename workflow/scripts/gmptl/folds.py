@@ -210,20 +210,15 @@ def fold_splits(
     split = pd.Series("train", index=manifest.index)
     split[group.mask] = "test"
     described = "none"
-    if protocol == "predefined":
-        if "corpus_split" not in manifest:
-            raise CorpusError(
-                "folds.protocol 'predefined' needs the corpus's own train/valid/test split (MSP-Podcast's Split_Set "
-                "or a table's `split` column), but the manifest has none; choose another folds.protocol"
-            )
+    if protocol == "predefined":  # predefined_groups has checked that the manifest carries the corpus's split
         given = manifest["corpus_split"].fillna("").astype(str)
+        outside = ~given.isin(PREDEFINED)
         split[given == "valid"] = "valid"
-        split[~given.isin(PREDEFINED)] = ""
+        split[outside] = ""
         if (given == "valid").any():
             described = "the corpus's validation split"
         else:
             described = draw_validation(manifest, split, group, index, validation, fraction, seed)
-        outside = ~given.isin(PREDEFINED)
         if outside.any():
             log.info(
                 "fold 1 leaves out %d utterance(s) of split(s) %s", int(outside.sum()), natural_order(given[outside])

@@ -28,7 +28,8 @@ from .folds import fold_table
 from .gmp import fit_gmp_labels, read_gmp_labels
 from .inference import predict
 from .metrics import classification_metrics
-from .model import build_model, load_model, save_model
+from .model import build_model
+from .model_folder import load_model, save_model
 from .recipes import FeaturesRecipe, GmpRecipe, TrainingRecipe, from_json
 from .runtime import resolve_device, seed_everything
 from .settings import AudioSettings, GmpHead, RuntimeSettings

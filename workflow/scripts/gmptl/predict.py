@@ -42,7 +42,8 @@ from .audio import (
 from .backbone import is_tiny_demo_model
 from .batching import length_batches
 from .errors import AudioError, BackboneError, ConfigError, TrainingError
-from .model import GmptlModel, load_model, min_samples
+from .model import GmptlModel, min_samples
+from .model_folder import load_model
 from .runtime import autocast, resolve_device
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""Corpus formats, their raw label vocabularies and default label maps (no heavy imports: the config uses it).
+"""Raw label vocabularies and default label maps of the corpus formats (no heavy imports: the config uses it).
 
 Each default map sends a corpus's raw labels to short class names (neu, hap, ang, sad, fea, dis, sur,
 cal, bor, con, oth); `resolve_label_map` keeps the entries whose class is in `corpus.classes`, so the
@@ -8,7 +8,6 @@ RAVDESS needs none either.
 
 from __future__ import annotations
 
-FORMATS = ("iemocap", "table", "ravdess", "crema_d", "msp_podcast", "emodb")
 
 DEFAULT_LABEL_MAPS: dict[str, dict[str, str]] = {
     # EmoEvaluation labels; xxx (no agreement) is never mapped, exc (excited) merges into hap.
