@@ -8,7 +8,6 @@ RAVDESS needs none either.
 
 from __future__ import annotations
 
-
 DEFAULT_LABEL_MAPS: dict[str, dict[str, str]] = {
     # EmoEvaluation labels; xxx (no agreement) is never mapped, exc (excited) merges into hap.
     "iemocap": {
