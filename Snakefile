@@ -17,13 +17,21 @@ configfile: "config.yaml"
 
 
 config.update(validate_config(config))
-check_config(config)  # what the config alone can tell (layers and crops against on-disk backbones), once
+check_config(
+    config
+)  # what the config alone can tell (layers and crops against on-disk backbones), once
 
 
 report: "workflow/report/workflow.rst"
 
 
-localrules: all, make_folds, record_stages, summarize_experiment, plot_experiment, compare_experiments
+localrules:
+    all,
+    make_folds,
+    record_stages,
+    summarize_experiment,
+    plot_experiment,
+    compare_experiments,
 
 
 include: "workflow/rules/common.smk"
@@ -34,12 +42,18 @@ include: "workflow/rules/evaluate.smk"
 
 
 rule all:
+    default_target: True
     input:
         all_targets,
-    default_target: True
 
 
 onsuccess:
     from gmptl.report import closing_summary
 
-    print(closing_summary("results/comparison.tsv", list(EXPERIMENTS), "snakemake --report report.html (same --configfile)"))
+    print(
+        closing_summary(
+            "results/comparison.tsv",
+            list(EXPERIMENTS),
+            "snakemake --report report.html (same --configfile)",
+        )
+    )

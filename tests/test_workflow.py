@@ -190,7 +190,15 @@ def test_real_tree_builds_manifest_and_folds_with_the_documented_command(tmp_pat
 
 def test_workflow_lints_clean(tmp_path):
     result = snakemake(tmp_path, "--lint", configs=("demo.yaml",))
+    assert result.returncode == 0, result.output[-3000:]  # a Snakefile that does not load exits non-zero
     assert "Lints for" not in result.output, result.output[-3000:]
+
+
+def test_snakefiles_are_snakefmt_formatted():
+    files = [ROOT / "Snakefile", *sorted((ROOT / "workflow/rules").glob("*.smk"))]
+    snakefmt = Path(sys.executable).with_name("snakefmt")
+    result = subprocess.run([str(snakefmt), "--check", *map(str, files)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
 
 
 ABLATIONS = """

@@ -14,8 +14,13 @@ from gmptl.demo import demo_outputs
 from gmptl.folds import DEPLOY_FOLD
 from gmptl.protocols import expected_fold_ids
 
-EXPERIMENTS = {name: experiment_settings(config, name) for name in config["experiments"]}
-SEEDS = {name: recipes.experiment_seeds(config, settings) for name, settings in EXPERIMENTS.items()}
+EXPERIMENTS = {
+    name: experiment_settings(config, name) for name in config["experiments"]
+}
+SEEDS = {
+    name: recipes.experiment_seeds(config, settings)
+    for name, settings in EXPERIMENTS.items()
+}
 # The stages of every (experiment, seed) run, keyed by kind.
 PLANS = {
     (name, seed): recipes.experiment_stages(config, recipes.seeded(settings, seed))
@@ -29,7 +34,9 @@ DATA = recipes.data_recipe(config)
 # results/folds.tsv once the checkpoint make_folds has run (e.g. leave-one-speaker-out on RAVDESS).
 KNOWN_FOLDS = expected_fold_ids(config["corpus"], config["folds"])
 # Demo rules write only under results/demo/; an existing corpus or backbone elsewhere is used as it is.
-BUILDS = demo_outputs(config["demo"]["enabled"], config["corpus"]["root"], config["backbone"])
+BUILDS = demo_outputs(
+    config["demo"]["enabled"], config["corpus"]["root"], config["backbone"]
+)
 CORPUS_ROOT = config["corpus"]["root"]
 ENV = "../../envs/gmptl.yaml"
 
@@ -64,7 +71,10 @@ def kmeans_recipe(wildcards):
 def fold_data(wildcards=None):
     """Manifest and the fold table (fold 0: the deploy split, all data trains)."""
     deploy = str(getattr(wildcards, "fold", "")) == str(DEPLOY_FOLD)
-    return {"manifest": "results/manifest.tsv", "folds": "results/deploy_split.tsv" if deploy else "results/folds.tsv"}
+    return {
+        "manifest": "results/manifest.tsv",
+        "folds": "results/deploy_split.tsv" if deploy else "results/folds.tsv",
+    }
 
 
 def training_input(wildcards):
@@ -82,17 +92,25 @@ def training_input(wildcards):
 
 def features_input(wildcards):
     """The GMP features are read from the fold's gender-augmented multi-task model."""
-    model = recipes.model_dir("mtl", features_recipe(wildcards)["model"], wildcards.fold)
+    model = recipes.model_dir(
+        "mtl", features_recipe(wildcards)["model"], wildcards.fold
+    )
     return {**fold_data(wildcards), "model": model}
 
 
 def kmeans_input(wildcards):
-    return {"features": recipes.features_file(kmeans_recipe(wildcards)["features"], wildcards.fold)}
+    return {
+        "features": recipes.features_file(
+            kmeans_recipe(wildcards)["features"], wildcards.fold
+        )
+    }
 
 
 def recipe_path(wildcards):
     """results/cache/<kind>/<id>/recipe.json of a cached stage job."""
-    kind = getattr(wildcards, "stage", None) or ("gmp" if hasattr(wildcards, "k") else "features")
+    kind = getattr(wildcards, "stage", None) or (
+        "gmp" if hasattr(wildcards, "k") else "features"
+    )
     return recipes.recipe_file(kind, wildcards.id)
 
 
@@ -117,14 +135,21 @@ def fold_ids():
         return KNOWN_FOLDS
     import pandas as pd
 
-    folds = pd.read_csv(checkpoints.make_folds.get().output.folds, sep="\t", usecols=["fold"])
+    folds = pd.read_csv(
+        checkpoints.make_folds.get().output.folds, sep="\t", usecols=["fold"]
+    )
     return sorted(int(fold) for fold in folds["fold"].unique())
 
 
 def corpus_state():
     """What the manifest is read from: the demo corpus is a rule output (tracked by Snakemake); a real corpus
-    is fingerprinted (label files by content, audio by size), so editing it rebuilds the manifest."""
-    return "demo" if BUILDS.corpus else corpus_fingerprint(CorpusSettings.from_config(config["corpus"]))
+    is fingerprinted (label files by content, audio by size), so editing it rebuilds the manifest.
+    """
+    return (
+        "demo"
+        if BUILDS.corpus
+        else corpus_fingerprint(CorpusSettings.from_config(config["corpus"]))
+    )
 
 
 def corpus_input(wildcards):
@@ -163,7 +188,13 @@ def stage2_model(wildcards):
 
 def stage_rows(wildcards):
     """The rows of results/<exp>/stages.tsv: every cached output of every (seed, fold) run."""
-    return [row for seed in SEEDS[wildcards.exp] for row in recipes.experiment_rows(PLANS[(wildcards.exp, seed)], fold_ids(), seed)]
+    return [
+        row
+        for seed in SEEDS[wildcards.exp]
+        for row in recipes.experiment_rows(
+            PLANS[(wildcards.exp, seed)], fold_ids(), seed
+        )
+    ]
 
 
 def run_keys(wildcards):
@@ -172,7 +203,10 @@ def run_keys(wildcards):
 
 
 def run_predictions(wildcards):
-    return [f"{run_folder(wildcards.exp, seed, fold)}/predictions.tsv" for seed, fold in runs(wildcards.exp)]
+    return [
+        f"{run_folder(wildcards.exp, seed, fold)}/predictions.tsv"
+        for seed, fold in runs(wildcards.exp)
+    ]
 
 
 def all_run_keys(wildcards):
@@ -181,7 +215,11 @@ def all_run_keys(wildcards):
 
 
 def all_run_predictions(wildcards):
-    return [f"{run_folder(exp, seed, fold)}/predictions.tsv" for exp in EXPERIMENTS for seed, fold in runs(exp)]
+    return [
+        f"{run_folder(exp, seed, fold)}/predictions.tsv"
+        for exp in EXPERIMENTS
+        for seed, fold in runs(exp)
+    ]
 
 
 def shown_settings(wildcards):

@@ -7,13 +7,13 @@ if BUILDS.corpus:
     rule make_demo_corpus:
         output:
             corpus=directory(CORPUS_ROOT),
-        params:
-            demo=config["demo"],
-            sessions=config["corpus"]["sessions"],
         log:
             "results/logs/make_demo_corpus.log",
         conda:
             ENV
+        params:
+            demo=config["demo"],
+            sessions=config["corpus"]["sessions"],
         script:
             "../scripts/make_demo_corpus.py"
 
@@ -24,13 +24,13 @@ rule build_manifest:
     output:
         manifest="results/manifest.tsv",
         counts="results/manifest_counts.tsv",
-    params:
-        corpus=DATA["corpus"],
-        corpus_state=corpus_state(),
     log:
         "results/logs/build_manifest.log",
     conda:
         ENV
+    params:
+        corpus=DATA["corpus"],
+        corpus_state=corpus_state(),
     script:
         "../scripts/build_manifest.py"
 
@@ -40,13 +40,13 @@ checkpoint make_folds:
         manifest="results/manifest.tsv",
     output:
         folds="results/folds.tsv",
-    params:
-        folds=config["folds"],
-        seed=config["seed"],
     log:
         "results/logs/make_folds.log",
     conda:
         ENV
+    params:
+        folds=config["folds"],
+        seed=config["seed"],
     script:
         "../scripts/make_folds.py"
 
@@ -56,12 +56,12 @@ rule make_deploy_split:
         manifest="results/manifest.tsv",
     output:
         split="results/deploy_split.tsv",
-    params:
-        folds=config["folds"],
-        seed=config["seed"],
     log:
         "results/logs/make_deploy_split.log",
     conda:
         ENV
+    params:
+        folds=config["folds"],
+        seed=config["seed"],
     script:
         "../scripts/make_deploy_split.py"

@@ -5,12 +5,12 @@
 rule record_stages:
     output:
         stages="results/{exp}/stages.tsv",
-    params:
-        rows=stage_rows,
     log:
         "results/logs/{exp}/stages.log",
     conda:
         ENV
+    params:
+        rows=stage_rows,
     script:
         "../scripts/record_stages.py"
 
@@ -35,17 +35,17 @@ rule evaluate_fold:
     output:
         predictions="results/{exp}/{run}/predictions.tsv",
         metrics="results/{exp}/{run}/metrics.tsv",
-    params:
-        fold=run_fold,
+    log:
+        "results/logs/{exp}/{run}/evaluate.log",
+    conda:
+        ENV
     threads: config["runtime"]["threads"]
     resources:
         gpu=1,
         mem_mb=workplan.RULES["evaluate_fold"].mem_mb,
         runtime=workplan.minutes("evaluate_fold"),
-    log:
-        "results/logs/{exp}/{run}/evaluate.log",
-    conda:
-        ENV
+    params:
+        fold=run_fold,
     script:
         "../scripts/evaluate_fold.py"
 
@@ -84,14 +84,14 @@ rule summarize_experiment:
             category="{exp}",
             labels={"table": "settings"},
         ),
-    params:
-        classes=config["corpus"]["classes"],
-        runs=run_keys,
-        settings=shown_settings,
     log:
         "results/logs/{exp}/metrics/summarize.log",
     conda:
         ENV
+    params:
+        classes=config["corpus"]["classes"],
+        runs=run_keys,
+        settings=shown_settings,
     script:
         "../scripts/summarize_experiment.py"
 
@@ -113,12 +113,12 @@ rule plot_experiment:
             category="{exp}",
             labels={"figure": "training curves"},
         ),
-    params:
-        classes=config["corpus"]["classes"],
     log:
         "results/logs/{exp}/plots/plot.log",
     conda:
         ENV
+    params:
+        classes=config["corpus"]["classes"],
     script:
         "../scripts/plot_experiment.py"
 
@@ -139,15 +139,15 @@ rule compare_experiments:
             category="comparison",
             labels={"table": "comparison"},
         ),
+    log:
+        "results/logs/compare_experiments.log",
+    conda:
+        ENV
     params:
         classes=config["corpus"]["classes"],
         runs=all_run_keys,
         reference=reference_experiment(),
         resamples=10000,
         seed=0,
-    log:
-        "results/logs/compare_experiments.log",
-    conda:
-        ENV
     script:
         "../scripts/compare_experiments.py"

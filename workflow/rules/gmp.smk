@@ -7,12 +7,12 @@ if BUILDS.backbone:
     rule make_tiny_backbone:
         output:
             backbone=directory(config["backbone"]),
-        params:
-            demo=config["demo"],
         log:
             "results/logs/make_tiny_backbone.log",
         conda:
             ENV
+        params:
+            demo=config["demo"],
         script:
             "../scripts/make_tiny_backbone.py"
 
@@ -22,20 +22,20 @@ rule extract_features:
         unpack(features_input),
     output:
         features=bulky(recipes.FEATURES_FILE),
-    params:
-        recipe=features_recipe,
-        recipe_file=recipe_path,
-    threads: config["runtime"]["threads"]
-    resources:
-        gpu=1,
-        mem_mb=workplan.RULES["extract_features"].mem_mb,
-        runtime=workplan.minutes("extract_features"),
     log:
         "results/logs/cache/features/{id}/fold{fold}.log",
     benchmark:
         "results/benchmarks/cache/features/{id}/fold{fold}.tsv"
     conda:
         ENV
+    threads: config["runtime"]["threads"]
+    resources:
+        gpu=1,
+        mem_mb=workplan.RULES["extract_features"].mem_mb,
+        runtime=workplan.minutes("extract_features"),
+    params:
+        recipe=features_recipe,
+        recipe_file=recipe_path,
     script:
         "../scripts/extract_features.py"
 
@@ -45,19 +45,19 @@ rule fit_kmeans:
         unpack(kmeans_input),
     output:
         labels=recipes.LABELS_FILE,
-    params:
-        recipe=kmeans_recipe,
-        recipe_file=recipe_path,
-    threads: config["runtime"]["threads"]
-    resources:
-        gpu=1,
-        mem_mb=workplan.RULES["fit_kmeans"].mem_mb,
-        runtime=workplan.minutes("fit_kmeans"),
     log:
         "results/logs/cache/gmp/{id}/fold{fold}/layer{layer}_k{k}.log",
     benchmark:
         "results/benchmarks/cache/gmp/{id}/fold{fold}/layer{layer}_k{k}.tsv"
     conda:
         ENV
+    threads: config["runtime"]["threads"]
+    resources:
+        gpu=1,
+        mem_mb=workplan.RULES["fit_kmeans"].mem_mb,
+        runtime=workplan.minutes("fit_kmeans"),
+    params:
+        recipe=kmeans_recipe,
+        recipe_file=recipe_path,
     script:
         "../scripts/fit_kmeans.py"

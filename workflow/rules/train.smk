@@ -9,21 +9,21 @@ rule train_stage:
         unpack(training_input),
     output:
         model=directory(recipes.MODEL_DIR),
-    params:
-        recipe=training_recipe,
-        recipe_file=recipe_path,
-        state_dir=state_dir,
+    log:
+        "results/logs/cache/{stage}/{id}/fold{fold}.log",
+    benchmark:
+        "results/benchmarks/cache/{stage}/{id}/fold{fold}.tsv"
+    retries: 2
+    conda:
+        ENV
     threads: config["runtime"]["threads"]
     resources:
         gpu=1,
         mem_mb=workplan.RULES["train_stage"].mem_mb,
         runtime=train_runtime,
-    retries: 2
-    log:
-        "results/logs/cache/{stage}/{id}/fold{fold}.log",
-    benchmark:
-        "results/benchmarks/cache/{stage}/{id}/fold{fold}.tsv"
-    conda:
-        ENV
+    params:
+        recipe=training_recipe,
+        recipe_file=recipe_path,
+        state_dir=state_dir,
     script:
         "../scripts/train_stage.py"
