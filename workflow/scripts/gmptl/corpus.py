@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pandas as pd
 
 from .corpora import crema_d, emodb, iemocap, msp_podcast, ravdess, table
@@ -102,6 +103,14 @@ def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
     if manifest["session"].dtype == object:
         manifest["session"] = manifest["session"].astype(str)
     return manifest
+
+
+def manifest_samples(manifest: pd.DataFrame, sample_rate: int) -> np.ndarray:
+    """Each utterance's length in samples at `sample_rate`: the manifest's `samples` column (exact, from the
+    headers at build time); for a table without it, `duration_s` × rate, rounded."""
+    if "samples" in manifest:
+        return np.array(manifest["samples"], dtype=np.int64)
+    return np.round(manifest["duration_s"].to_numpy(np.float64) * sample_rate).astype(np.int64)
 
 
 def count_table(manifest: pd.DataFrame, classes: list[str]) -> pd.DataFrame:

@@ -45,6 +45,13 @@ def expected_samples(paths: list[str], sample_rate: int) -> np.ndarray:
     return np.asarray(counts, dtype=np.int64)
 
 
+def utterance_samples(table: pd.DataFrame, sample_rate: int) -> np.ndarray:
+    """Samples of each utterance at `sample_rate`: the manifest's `samples` column, else from the headers."""
+    if "samples" in table:
+        return np.array(table["samples"], dtype=np.int64)
+    return expected_samples(table["path"].tolist(), sample_rate)
+
+
 @torch.no_grad()
 def extract_features(
     encoder: SpeechEncoder,
@@ -61,7 +68,7 @@ def extract_features(
 ) -> None:
     """Hidden states of `layers` for every utterance of `table` (utt_id, path, split) into `out_path`."""
     encoder.eval().to(device)
-    samples = expected_samples(table["path"].tolist(), sample_rate)
+    samples = utterance_samples(table, sample_rate)
     frames = encoder.frame_lengths(torch.from_numpy(samples)).numpy()
     if (frames < 1).any():
         short = table["utt_id"][frames < 1].tolist()[:5]

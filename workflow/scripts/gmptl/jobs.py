@@ -22,7 +22,7 @@ from .checkpoint import clear_state, exclusive
 from .corpus import read_manifest, require_gender
 from .data import Utterances, attach_frame_labels, require_classes, split_utterances
 from .errors import TrainingError
-from .features import expected_samples, extract_features
+from .features import extract_features, utterance_samples
 from .fileio import atomic_path, code_version, file_digest, write_tsv
 from .folds import fold_table
 from .gmp import fit_gmp_labels, read_gmp_labels
@@ -43,11 +43,12 @@ def load_fold(manifest_path: str, folds_path: str, fold: int) -> pd.DataFrame:
     return fold_table(pd.read_csv(folds_path, sep="\t"), read_manifest(manifest_path), fold)
 
 
-def check_frame_counts(data: Utterances, encoder, sample_rate: int, source: str) -> None:
-    """GMP labels must have exactly as many frames as the model makes of each utterance."""
+def check_frame_counts(data: Utterances, encoder, samples: pd.Series, source: str) -> None:
+    """GMP labels must have exactly as many frames as the model makes of each utterance (`samples`: by utt_id)."""
     if not data.frame_labels or not len(data):
         return
-    frames = encoder.frame_lengths(torch.from_numpy(expected_samples(data.paths, sample_rate))).numpy()
+    counts_of = samples.reindex(list(data.utt_ids)).to_numpy(np.int64)
+    frames = encoder.frame_lengths(torch.from_numpy(counts_of)).numpy()
     for name, labels in data.frame_labels.items():
         counts = np.asarray([len(x) for x in labels])
         bad = np.flatnonzero(counts != frames)
@@ -136,8 +137,9 @@ def _train_recipe(recipe, fold, manifest_path, folds_path, init_model, gmp_paths
     source = f"{init_model}/backbone" if init_model else recipe.init.backbone
     warn_if_demo_model(source, runtime)
     model = build_model(source, spec.heads)
+    samples = pd.Series(utterance_samples(table, corpus["sample_rate"]), index=table["utt_id"].to_numpy())
     for data in (train, valid):
-        check_frame_counts(data, model.encoder, corpus["sample_rate"], ", ".join(gmp_paths.values()))
+        check_frame_counts(data, model.encoder, samples, ", ".join(gmp_paths.values()))
     inputs = [manifest_path, folds_path, *gmp_paths.values()] + ([f"{init_model}/model.json"] if init_model else [])
     fingerprint = {
         "recipe": recipe.to_json(),

@@ -22,6 +22,7 @@ import pandas as pd
 
 from .cache import human_bytes
 from .config import deployed_experiments, experiment_settings
+from .corpus import manifest_samples
 from .demo import demo_outputs
 from .errors import BackboneError, ConfigError
 from .preflight import frames_of
@@ -141,8 +142,8 @@ def count_parameters(config) -> int:
 
 
 def corpus_from_tables(manifest: pd.DataFrame, folds: pd.DataFrame, sample_rate: int, source: str) -> Corpus:
-    """Samples and split of every utterance of every fold, from the manifest's `duration_s` and the folds table."""
-    samples = (manifest.set_index("utt_id")["duration_s"].astype(float) * sample_rate).round().astype("int64")
+    """Samples and split of every utterance of every fold, from the manifest's `samples` and the folds table."""
+    samples = pd.Series(manifest_samples(manifest, sample_rate), index=manifest["utt_id"].to_numpy())
     missing = sorted(set(folds["utt_id"]) - set(samples.index))
     if missing:
         raise ConfigError(f"{len(missing)} utterance(s) of the folds table are not in the manifest, e.g. {missing[0]}")

@@ -23,6 +23,7 @@ import pandas as pd
 
 from .backbone import load_backbone_config
 from .config import experiment_settings
+from .corpus import manifest_samples
 from .errors import BackboneError, ConfigError, CorpusError
 from .recipes import MODEL_KINDS, experiment_seeds, experiment_stages, seeded
 
@@ -101,7 +102,7 @@ def receptive_field(kernels: list[int], strides: list[int]) -> int:
 
 def _check_crops(check: dict, backbone_config, backbone: str, sample_rate: int) -> None:
     need = receptive_field(list(backbone_config.conv_kernel), list(backbone_config.conv_stride))
-    for kind, crop in check["crops"].items():
+    for kind, crop in check.get("crops", {}).items():
         if int(crop * sample_rate) < need:
             raise ConfigError(
                 f"config key '{kind}.train.max_crop_s' (experiment '{check['experiment']}', from train.max_crop_s "
@@ -122,7 +123,7 @@ def frames_of(samples: np.ndarray, kernels: list[int], strides: list[int]) -> np
 
 def run_preflight(manifest: pd.DataFrame, folds: pd.DataFrame, checks: list[dict], sample_rate: int) -> list[str]:
     """Run `checks` against the manifest and folds; raise on the first problem, else return a report."""
-    samples = np.round(manifest["duration_s"].to_numpy(np.float64) * sample_rate).astype(np.int64)
+    samples = manifest_samples(manifest, sample_rate)
     report = [f"{len(manifest)} utterances, {len(folds['fold'].unique())} folds"]
     for backbone in sorted({check["backbone"] for check in checks}):
         config = load_backbone_config(backbone)

@@ -16,13 +16,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..audio import NonFiniteAudioError, TruncatedAudioError, check_format, checked_audio_info
+from ..audio import NonFiniteAudioError, TruncatedAudioError, check_format, checked_audio_info, resampled_frames
 from ..errors import AudioError, CorpusError
 from .labels import LABEL_VOCABULARY, resolve_label_map
 
 log = logging.getLogger(__name__)
 
-MANIFEST_COLUMNS = ["utt_id", "path", "session", "speaker", "gender", "emotion", "dialog", "duration_s"]
+# The contract columns, then `samples`: the utterance's length in samples at corpus.sample_rate (after any
+# resampling), the one source of its length for frame counts, checks and plans.
+MANIFEST_COLUMNS = ["utt_id", "path", "session", "speaker", "gender", "emotion", "dialog", "duration_s", "samples"]
 SPLIT_COLUMN = "corpus_split"  # added only for a corpus with its own train/valid/test split
 UNKNOWN_SPEAKER = "Unknown"
 TABLE_ROLES = ("path", "emotion", "speaker", "gender", "session", "split")
@@ -172,6 +174,7 @@ def audio_row(entry: Entry, settings: CorpusSettings) -> dict | str:
         "emotion": settings.label_map[entry.label],
         "dialog": entry.dialog,
         "duration_s": round(info.duration_s, 6),
+        "samples": resampled_frames(info.frames, info.sample_rate, settings.sample_rate),
         "corpus_split": entry.split,
         "_needs_conversion": needs_conversion,
     }
