@@ -84,9 +84,9 @@ def test_mtl_stage_writes_a_model_folder_with_history(corpus, tiny_backbone, tmp
     run("mtl", corpus, settings, config, tmp_path / "mtl")
     meta = json.loads((tmp_path / "mtl" / "model.json").read_text())
     history = pd.read_csv(tmp_path / "mtl" / "history.tsv", sep="\t")
-    assert list(history["epoch"]) == [1, 2, 3]
+    assert list(history["round"]) == [1, 2, 3]
     assert {"train_loss", "valid_loss", "valid_uar", "valid_war", "lr"} <= set(history.columns)
-    assert meta["best_epoch"] == int(history.loc[history["valid_uar"].idxmax(), "epoch"])
+    assert meta["best_round"] == int(history.loc[history["valid_uar"].idxmax(), "round"])
     assert meta["selection"] == "valid_uar" and meta["spec"]["gender_pooling"] == "mean"
     assert (tmp_path / "mtl" / "backbone" / "config.json").is_file()
     assert not (tmp_path / "mtl.resume").exists()
@@ -98,34 +98,31 @@ def test_gender_weight_zero_drops_the_gender_head(corpus, tiny_backbone, tmp_pat
     assert json.loads((tmp_path / "mtl" / "model.json").read_text())["spec"]["gender_pooling"] is None
 
 
-def test_validation_none_keeps_the_last_epoch(corpus, tiny_backbone, tmp_path):
+def test_validation_none_keeps_the_last_round(corpus, tiny_backbone, tmp_path):
     folds = pd.read_csv(corpus / "folds.tsv", sep="\t")
     folds.loc[folds["split"] == "valid", "split"] = "train"
     folds.to_csv(tmp_path / "folds.tsv", sep="\t", index=False)
     (tmp_path / "manifest.tsv").write_text((corpus / "manifest.tsv").read_text())
     config, settings = settings_for(tiny_backbone)
     run("stage2", tmp_path, settings, config, tmp_path / "stage2")
-    assert json.loads((tmp_path / "stage2" / "model.json").read_text())["best_epoch"] == 3
+    assert json.loads((tmp_path / "stage2" / "model.json").read_text())["best_round"] == 3
 
 
-def test_stage1_learns_gmp_labels_and_checks_their_frame_counts(corpus, tiny_backbone, tmp_path):
-    import h5py
-
+@pytest.fixture(scope="module")
+def gmp_labels(corpus, tiny_backbone, tmp_path_factory) -> dict[str, str]:
+    """Real GMP frame labels of fold 1 (k-means at k = 4 on layers 1 and 2 of the tiny backbone), by head name."""
     from gmptl.backbone import SpeechEncoder, load_backbone
     from gmptl.features import extract_features
     from gmptl.folds import fold_table
     from gmptl.gmp import fit_gmp_labels
 
-    stage1_train = {"steps": 8, "valid_every_steps": 3, "batch_size": 4, "lr": 2e-3, "head_lr": 1e-2}
-    config, settings = settings_for(
-        tiny_backbone, stage1={"loss_on": "all", "mask_prob": 0.2, "mask_length": 2, "train": stage1_train}
-    )
+    base = tmp_path_factory.mktemp("gmp")
     table = fold_table(pd.read_csv(corpus / "folds.tsv", sep="\t"), pd.read_csv(corpus / "manifest.tsv", sep="\t"), 1)
     extract_features(
         SpeechEncoder(load_backbone(tiny_backbone), False),
         table,
         [1, 2],
-        tmp_path / "f.h5",
+        base / "f.h5",
         sample_rate=16000,
         on_format_mismatch="error",
         batch_seconds=10,
@@ -135,13 +132,26 @@ def test_stage1_learns_gmp_labels_and_checks_their_frame_counts(corpus, tiny_bac
     kmeans = KMeansSettings(fit_fraction=1.0, max_fit_frames=10**6, n_init=1, init_frames=10**5, max_iter=20, tol=1e-4)
     gmp = {}
     for layer in (1, 2):
-        gmp[f"L{layer}_k4"] = str(tmp_path / f"layer{layer}_k4.h5")
+        gmp[f"L{layer}_k4"] = str(base / f"layer{layer}_k4.h5")
         fit_gmp_labels(
-            tmp_path / "f.h5", layer, 4, gmp[f"L{layer}_k4"], settings=kmeans, seed=0, device=torch.device("cpu")
+            base / "f.h5", layer, 4, gmp[f"L{layer}_k4"], settings=kmeans, seed=0, device=torch.device("cpu")
         )
+    return gmp
+
+
+def test_stage1_learns_gmp_labels_and_checks_their_frame_counts(corpus, tiny_backbone, gmp_labels, tmp_path):
+    import shutil
+
+    import h5py
+
+    stage1_train = {"steps": 8, "valid_every_steps": 3, "batch_size": 4, "lr": 2e-3, "head_lr": 1e-2}
+    config, settings = settings_for(
+        tiny_backbone, stage1={"loss_on": "all", "mask_prob": 0.2, "mask_length": 2, "train": stage1_train}
+    )
+    gmp = {name: str(shutil.copy(path, tmp_path / Path(path).name)) for name, path in gmp_labels.items()}  # edited below
     run("stage1", corpus, settings, config, tmp_path / "stage1", gmp=gmp)
     history = pd.read_csv(tmp_path / "stage1" / "history.tsv", sep="\t")
-    assert list(history["step"]) == [3, 6, 8] and list(history["epoch"]) == [1, 2, 3]  # validated every 3 updates
+    assert list(history["step"]) == [3, 6, 8] and list(history["round"]) == [1, 2, 3]  # validated every 3 updates
     assert history["train_loss"].iloc[-1] < history["train_loss"].iloc[0]
     for head in ("L1_k4", "L2_k4"):
         accuracy, masked, majority = (history[f"{c}_{head}"] for c in ("valid_acc", "valid_acc_masked", "majority"))
@@ -150,7 +160,7 @@ def test_stage1_learns_gmp_labels_and_checks_their_frame_counts(corpus, tiny_bac
     meta = json.loads((tmp_path / "stage1" / "model.json").read_text())
     assert meta["selection"] == "valid_loss" and set(meta["spec"]["gmp_heads"]) == {"L1_k4", "L2_k4"}
     best = history.loc[history["valid_loss"].idxmin()]
-    assert (meta["best_epoch"], meta["best_step"]) == (best["epoch"], best["step"])
+    assert (meta["best_round"], meta["best_step"]) == (best["round"], best["step"])
     with h5py.File(gmp["L1_k4"], "r+") as handle:  # one training utterance loses a frame
         row = int(np.flatnonzero(handle["split"].asstr()[:] == "train")[0])
         lengths, offsets, labels = handle["lengths"][:], handle["offsets"][:], handle["labels"][:]
@@ -196,36 +206,84 @@ def test_cuda_requested_but_absent_is_a_clear_error():
         resolve_device("cuda")
 
 
+# Training in a child process, killed with SIGKILL and rerun ------------------------------------------
+#
+# The child pauses (sleeps) right after it has saved the resume state at update `pause_at_step` and
+# says so in a file; the parent waits for that file and then kills it. What is on disk at the kill is
+# thus always the state of that update, however fast or slow the machine is.
+
 TRAIN_SCRIPT = textwrap.dedent("""
-    import json, sys
+    import json, os, sys, time
     sys.path.insert(0, {scripts!r})
+    import gmptl.checkpoint as checkpoint
     from gmptl.jobs import run_training
     from gmptl.runtime import configure_torch, setup_logging
     from gmptl.settings import RuntimeSettings
     setup_logging()
     configure_torch(1)
     args = json.loads(sys.argv[1])
+    pause_at_step, ready = args.pop("pause_at_step"), args.pop("ready")
+    save = checkpoint.save_state
+
+    def save_then_pause(folder, state):
+        save(folder, state)
+        if pause_at_step is not None and state["loop"]["step"] >= pause_at_step:
+            with open(ready + ".tmp", "w") as handle:
+                json.dump({{"step": state["loop"]["step"], "rounds": len(state["loop"]["history"])}}, handle)
+            os.replace(ready + ".tmp", ready)
+            time.sleep(3600)  # until the parent kills this process
+
+    checkpoint.save_state = save_then_pause
     runtime = RuntimeSettings(device="cpu", **args.pop("runtime"))
-    run_training(init_model=None, gmp_paths={{}}, runtime=runtime, fold=1, **args)
+    run_training(runtime=runtime, fold=1, **args)
 """)
 
 
-def start_training(corpus, config, settings, out, scripts=ROOT / "workflow" / "scripts", **runtime):
-    args = {
-        "recipe": recipe_for("stage2", config, settings),
-        "manifest_path": str(corpus / "manifest.tsv"),
-        "folds_path": str(corpus / "folds.tsv"),
-        "out_dir": str(out),
-        "state_dir": f"{out}.resume",
-        "runtime": runtime,
-    }
-    script = TRAIN_SCRIPT.format(scripts=str(scripts))
-    return subprocess.Popen(
-        [sys.executable, "-c", script, json.dumps(args)],
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
+class Job:
+    """One training run of a stage in a child process; its log (stderr) goes to a file."""
+
+    def __init__(self, stage, corpus, config, settings, out, *, gmp=None, scripts=None, pause_at_step=None, **runtime):
+        self.out, self.ready = Path(out), Path(f"{out}.paused.json")
+        self.log = self.out.parent / f"{self.out.name}.{time.monotonic_ns()}.log"
+        self.ready.unlink(missing_ok=True)
+        args = {
+            "recipe": recipe_for(stage, config, settings),
+            "manifest_path": str(corpus / "manifest.tsv"),
+            "folds_path": str(corpus / "folds.tsv"),
+            "init_model": None,
+            "gmp_paths": gmp or {},
+            "out_dir": str(out),
+            "state_dir": f"{out}.resume",
+            "runtime": runtime,
+            "pause_at_step": pause_at_step,
+            "ready": str(self.ready),
+        }
+        script = TRAIN_SCRIPT.format(scripts=str(scripts or ROOT / "workflow" / "scripts"))
+        with open(self.log, "w") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", script, json.dumps(args)],
+                stderr=log,
+                env={**os.environ, "HF_HUB_OFFLINE": "1"},
+            )
+
+    def text(self) -> str:
+        return self.log.read_text()
+
+    def finish(self) -> str:
+        """Wait for the run to end; its log. Fails the test when it did not succeed."""
+        assert self.process.wait(timeout=600) == 0, self.text()[-3000:]
+        return self.text()
+
+    def kill_when_paused(self) -> dict:
+        """SIGKILL the run once it has paused after its save at `pause_at_step`; {step, rounds} of that save."""
+        deadline = time.monotonic() + 600
+        while not self.ready.exists():
+            assert self.process.poll() is None, f"training ended before it paused: {self.text()[-3000:]}"
+            assert time.monotonic() < deadline, "training did not pause within 10 minutes"
+            time.sleep(0.05)
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+        return json.loads(self.ready.read_text())
 
 
 def weights(model_dir: Path) -> dict:
@@ -234,43 +292,43 @@ def weights(model_dir: Path) -> dict:
     return {k: v.clone() for k, v in load_model(model_dir)[0].state_dict().items()}
 
 
-def test_training_killed_mid_epoch_resumes_to_the_same_result(corpus, tiny_backbone, tmp_path):
-    """Killed between two time-based checkpoints inside a pass, the rerun continues at the saved update and
-    ends bit-identical to an uninterrupted run (which loaded its audio in the training thread)."""
-    train = {"epochs": 4, "batch_size": 2, "lr": 1e-3, "head_lr": 3e-3, "max_crop_s": 0.6}
-    config, settings = settings_for(tiny_backbone, train={**train, "freeze_feature_encoder": False})
-    reference = start_training(corpus, config, settings, tmp_path / "straight", loader_workers=0)
-    assert reference.wait(timeout=600) == 0, reference.stderr.read()
-    updates_per_pass = int(pd.read_csv(tmp_path / "straight" / "history.tsv", sep="\t")["step"].iloc[0])
+def kill_settings(stage: str, backbone: str) -> tuple[dict, dict]:
+    """A short run of `stage` with several validation rounds, every weight of the tiny model trained."""
+    train = {"epochs": 2, "batch_size": 2, "lr": 1e-3, "head_lr": 3e-3, "max_crop_s": 0.6}
+    stage1 = {"steps": 8, "valid_every_steps": 3, "batch_size": 4, "lr": 2e-3, "head_lr": 1e-2}
+    return settings_for(
+        backbone,
+        train={**train, "freeze_feature_encoder": False},
+        stage1={"mask_prob": 0.2, "mask_length": 2, "train": {**stage1, "freeze_feature_encoder": False}},
+    )
+
+
+@pytest.mark.parametrize("stage", ["mtl", "stage1", "stage2"])
+def test_training_killed_mid_round_resumes_to_the_same_weights(stage, corpus, tiny_backbone, gmp_labels, tmp_path):
+    """Killed between two validation rounds (after a time-based save), the rerun continues at the saved update and
+    ends bit-identical to an uninterrupted run (which loaded its audio in the training thread). Stage 1 trains on
+    real GMP labels: its history rows (per-head frame accuracies, majority baselines) must survive the reload."""
+    config, settings = kill_settings(stage, tiny_backbone)
+    gmp = gmp_labels if stage == "stage1" else None
+    straight = tmp_path / "straight"
+    Job(stage, corpus, config, settings, straight, gmp=gmp, loader_workers=0).finish()
+    history = pd.read_csv(straight / "history.tsv", sep="\t")
+    total, first_round = int(history["step"].iloc[-1]), int(history["step"].iloc[0])
+    assert len(history) >= 2
 
     out = tmp_path / "killed"
-    state = Path(f"{out}.resume") / "state.pt"
-    job = start_training(corpus, config, settings, out, checkpoint_minutes=1e-9, loader_workers=2)  # every update
-    deadline, saved = time.time() + 300, None
-    while time.time() < deadline and job.poll() is None:
-        try:
-            saved = torch.load(state, weights_only=True)
-        except (FileNotFoundError, RuntimeError, EOFError):
-            saved = None
-        if saved and saved["epoch"] >= 1 and saved["step"] % updates_per_pass:
-            break
-        time.sleep(0.01)
-    assert job.poll() is None, "training ended before it could be killed"
-    job.send_signal(signal.SIGKILL)
-    job.wait()
-    saved = torch.load(state, weights_only=True)
-    assert saved["step"] % updates_per_pass and saved["step"] < 4 * updates_per_pass and not out.exists()
+    killed = Job(stage, corpus, config, settings, out, gmp=gmp, checkpoint_minutes=1e-9, loader_workers=2,
+                 pause_at_step=first_round + 1)  # fmt: skip
+    paused = killed.kill_when_paused()
+    assert paused == {"step": first_round + 1, "rounds": 1} and not out.exists()
 
-    rerun = start_training(corpus, config, settings, out, loader_workers=1)
-    assert rerun.wait(timeout=600) == 0
-    log = rerun.stderr.read()
-    assert f"resuming stage2 from {out}.resume at step {saved['step']}/{4 * updates_per_pass}" in log, log[-2000:]
-    straight, resumed = weights(tmp_path / "straight"), weights(out)
-    for key in straight:
-        torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=0, msg=key)
+    log = Job(stage, corpus, config, settings, out, gmp=gmp, loader_workers=1).finish()
+    assert f"resuming {stage} from {out}.resume at step {first_round + 1}/{total} (after round 1)" in log, log[-3000:]
+    reference, resumed = weights(straight), weights(out)
+    for key in reference:
+        torch.testing.assert_close(resumed[key], reference[key], rtol=0, atol=0, msg=key)
     pd.testing.assert_frame_equal(
-        pd.read_csv(out / "history.tsv", sep="\t").drop(columns="seconds"),
-        pd.read_csv(tmp_path / "straight" / "history.tsv", sep="\t").drop(columns="seconds"),
+        pd.read_csv(out / "history.tsv", sep="\t").drop(columns="seconds"), history.drop(columns="seconds")
     )
 
 
@@ -278,7 +336,7 @@ def test_changed_parameters_start_fresh(corpus, tiny_backbone, tmp_path, caplog)
     config, settings = settings_for(tiny_backbone, train={"epochs": 1})
     from gmptl.checkpoint import save_state
 
-    save_state(tmp_path / "stage2.resume", {"fingerprint": {"recipe": "something-else"}, "epoch": 1})
+    save_state(tmp_path / "stage2.resume", {"fingerprint": {"recipe": "something-else"}, "loop": {}})
     run("stage2", corpus, settings, config, tmp_path / "stage2")
     assert "is not resumed:" in caplog.text and "recipe" in caplog.text and "starting fresh" in caplog.text
     assert (tmp_path / "stage2" / "model.json").is_file()
@@ -291,21 +349,25 @@ def test_resume_after_a_library_edit_starts_fresh_and_says_why(corpus, tiny_back
     shutil.copytree(ROOT / "workflow" / "scripts" / "gmptl", scripts / "gmptl")
     config, settings = settings_for(tiny_backbone, train={"epochs": 4, "batch_size": 2})
     out = tmp_path / "stage2"
-    state = Path(f"{out}.resume") / "state.pt"
-    job = start_training(corpus, config, settings, out, scripts=scripts)
-    deadline = time.time() + 300
-    while not state.exists() and time.time() < deadline and job.poll() is None:
-        time.sleep(0.01)
-    assert job.poll() is None, "training ended before it could be killed"
-    job.send_signal(signal.SIGKILL)
-    job.wait()
+    job = Job("stage2", corpus, config, settings, out, scripts=scripts, pause_at_step=1, checkpoint_minutes=1e-9)
+    job.kill_when_paused()
     with open(scripts / "gmptl" / "train.py", "a") as handle:
         handle.write("\n# an edit of the library\n")
-    rerun = start_training(corpus, config, settings, out, scripts=scripts)
-    assert rerun.wait(timeout=600) == 0
-    log = rerun.stderr.read()
+    log = Job("stage2", corpus, config, settings, out, scripts=scripts).finish()
     assert "is not resumed: code changed since it was saved (the gmptl library: gmptl" in log, log[-2000:]
-    assert "resuming" not in log and json.loads((out / "model.json").read_text())["best_epoch"] >= 1
+    assert "resuming" not in log and json.loads((out / "model.json").read_text())["best_round"] >= 1
+
+
+def test_a_resume_state_a_weights_only_load_would_refuse_is_not_written(tmp_path):
+    from gmptl.checkpoint import save_state
+
+    state = {"fingerprint": {}, "loop": {"history": [{"round": 1, "valid_acc_L9_k64": np.float64(0.5)}]}}
+    refused = r"\['valid_acc_L9_k64'\] \(numpy.float64\), which torch.load\(weights_only=True\) refuses"
+    with pytest.raises(TrainingError, match=refused):
+        save_state(tmp_path / "state", state)
+    assert not (tmp_path / "state" / "state.pt").exists()
+    save_state(tmp_path / "state", {"fingerprint": {}, "loop": {"history": [{"round": 1, "valid_acc": 0.5}]}})
+    assert torch.load(tmp_path / "state" / "state.pt", weights_only=True)["loop"]["history"][0]["valid_acc"] == 0.5
 
 
 # The loop itself, driven directly with a fake clock -----------------------------------------------
@@ -340,6 +402,7 @@ def direct_stage2(corpus, tiny_backbone, **train):
 
 
 def train_directly(parts, tmp_path, clock, monkeypatch, **runtime):
+    import gmptl.checkpoint as checkpoint
     import gmptl.train as train
 
     model, spec, train_data, valid_data, cfg, audio = parts
@@ -350,9 +413,11 @@ def train_directly(parts, tmp_path, clock, monkeypatch, **runtime):
         clock.now += clock.step
 
     saved = []
-    save = train.save_state
+    save = checkpoint.save_state
     monkeypatch.setattr(train, "_update", timed_update)
-    monkeypatch.setattr(train, "save_state", lambda folder, state: (saved.append(state["step"]), save(folder, state)))
+    monkeypatch.setattr(
+        checkpoint, "save_state", lambda folder, state: (saved.append(state["loop"]["step"]), save(folder, state))
+    )
     result = train.train_stage(
         model,
         spec,
@@ -391,14 +456,14 @@ def test_training_logs_periodic_progress_with_eta(corpus, tiny_backbone, tmp_pat
         f"stage2: step {n}/12 ({100 * n / 12:.1f} %)" for n in (3, 6, 9, 12, 12)
     ]
     assert "ETA 0:09:00" in lines[0] and "elapsed 0:03:00" in lines[0] and "audio-s/s" in lines[0]
-    assert "epoch 1/1" in lines[-1] and "valid_uar" in lines[-1]  # the epoch end
+    assert "round 1/1" in lines[-1] and "valid_uar" in lines[-1]  # the validation round
 
 
 def test_specaugment_masks_frames_and_zeroes_channels_of_the_projected_features(tiny_backbone):
     from gmptl.model import HeadSpec, build_model
+    from gmptl.objectives import input_masks
     from gmptl.settings import SpecAugment
     from gmptl.stages import StageSpec
-    from gmptl.train import input_masks
 
     model = build_model(tiny_backbone, HeadSpec(CLASSES))
     spec = StageSpec("stage2", model.spec, emotion_weight=1.0)
@@ -426,8 +491,8 @@ def test_balanced_class_weights_weigh_the_emotion_loss(tiny_backbone):
 
     from gmptl.data import Batch
     from gmptl.model import HeadSpec, build_model, with_margin
+    from gmptl.objectives import forward_batch
     from gmptl.stages import StageSpec
-    from gmptl.train import forward_batch
 
     model = build_model(tiny_backbone, HeadSpec(CLASSES, emotion_classifier="amsoftmax")).eval()
     spec = StageSpec("stage2", model.spec, emotion_weight=1.0)

@@ -1,6 +1,6 @@
 # Training: one rule for the three stages per fold — multi-task (emotion + gender) → stage 1 (GMP
 # frame CE) → stage 2 (utterance emotion, AM-Softmax). What a stage is comes from its recipe; its
-# model folder lives under results/cache/<stage>/<id>/fold<N>, per-epoch state for resuming in the
+# model folder lives under results/cache/<stage>/<id>/fold<N>, the state for resuming in the
 # undeclared folder beside it (<model>.resume).
 
 
