@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,7 +22,7 @@ from conftest import ROOT, balanced_sessions, write_tree
 
 from gmptl.config import experiment_settings, validate_config
 from gmptl.corpus import build_manifest
-from gmptl.errors import TrainingError
+from gmptl.errors import ConfigError, TrainingError
 from gmptl.folds import make_folds
 from gmptl.recipes import experiment_stages
 from gmptl.settings import KMeansSettings, RuntimeSettings
@@ -148,7 +150,7 @@ def test_stage1_learns_gmp_labels_and_checks_their_frame_counts(corpus, tiny_bac
     config, settings = settings_for(
         tiny_backbone, stage1={"loss_on": "all", "mask_prob": 0.2, "mask_length": 2, "train": stage1_train}
     )
-    gmp = {name: str(shutil.copy(path, tmp_path / Path(path).name)) for name, path in gmp_labels.items()}  # edited below
+    gmp = {name: str(shutil.copy(path, tmp_path)) for name, path in gmp_labels.items()}  # one is edited below
     run("stage1", corpus, settings, config, tmp_path / "stage1", gmp=gmp)
     history = pd.read_csv(tmp_path / "stage1" / "history.tsv", sep="\t")
     assert list(history["step"]) == [3, 6, 8] and list(history["round"]) == [1, 2, 3]  # validated every 3 updates
@@ -533,3 +535,177 @@ def test_runtime_keys_never_change_a_recipe_but_training_length_does(tiny_backbo
     assert longer["stage1"] != plain["stage1"] and longer["mtl"] == plain["mtl"]
     config, settings = settings_for(tiny_backbone)
     assert "checkpoint_minutes" not in experiment_stages(config, settings)["stage2"].recipe["train"]
+
+
+# Retries: a deterministic failure is reported once, not retried on a GPU --------------------------
+
+
+@pytest.mark.parametrize(
+    ("error", "deterministic"),
+    [
+        (TrainingError("fold 1: the train split holds one gender only; the gender head cannot learn"), True),
+        (ConfigError("config key 'gmp.layers' asks for layer(s) [7]"), True),
+        (OSError(errno.ENOSPC, "No space left on device", "results/cache/x/state.pt.tmp"), True),
+        (OSError(errno.EDQUOT, "Disk quota exceeded"), True),
+        (OSError(errno.EIO, "Input/output error"), False),
+        (RuntimeError("CUDA error: an illegal memory access was encountered"), False),
+        (MemoryError(), False),
+    ],
+)
+def test_failures_of_bad_input_or_a_full_disk_are_deterministic_others_may_pass_next_time(error, deterministic):
+    from gmptl.retry import is_deterministic
+
+    assert is_deterministic(error) is deterministic
+
+
+JOB = {"stage": "stage1", "id": "abc", "fold": "1"}
+
+
+def test_a_deterministic_failure_is_recorded_and_a_retry_only_reports_it(tmp_path):
+    from gmptl.retry import NotRetried, reports_only, run_attempt
+
+    marker, calls = tmp_path / "fold1.failed.json", []
+
+    def fails():
+        calls.append(1)
+        raise TrainingError(message)
+
+    message = "fold 1: the train split holds one gender only; the gender head cannot learn"
+    with pytest.raises(TrainingError):
+        run_attempt(fails, marker=marker, attempt=1, identity=JOB)
+    message = "fold 1: the train split holds one gender only; the gender head cannot learn"
+    assert json.loads(marker.read_text()) == {"message": message, "error": "TrainingError", "job": JOB, "attempt": 1}
+    assert reports_only(marker, 2) and not reports_only(marker, 1)
+    with pytest.raises(NotRetried, match=f"^not retried: {message}$"):
+        run_attempt(fails, marker=marker, attempt=2, identity=JOB)
+    assert len(calls) == 1  # the retry did not train again
+    assert run_attempt(lambda: "trained", marker=marker, attempt=2, identity={**JOB, "id": "other"}) == "trained"
+
+
+def test_a_first_attempt_or_a_success_clears_the_marker(tmp_path):
+    from gmptl.retry import record_failure, run_attempt
+
+    marker = tmp_path / "fold1.failed.json"
+    record_failure(marker, TrainingError("an old failure"), 1, JOB)
+    seen = []
+    assert run_attempt(lambda: seen.append(marker.exists()) or 7, marker=marker, attempt=1, identity=JOB) == 7
+    assert seen == [False] and not marker.exists()
+    with pytest.raises(RuntimeError):  # a transient failure is left for the retry and records nothing
+        run_attempt(lambda: (_ for _ in ()).throw(RuntimeError("node lost")), marker=marker, attempt=1, identity=JOB)
+    assert not marker.exists()
+
+
+def test_a_full_disk_becomes_one_sentence_and_is_not_retried(tmp_path):
+    from gmptl.retry import DiskFull, NotRetried, run_attempt
+
+    marker = tmp_path / "fold1.failed.json"
+
+    def disk_full():
+        raise OSError(errno.ENOSPC, "No space left on device", "results/cache/stage1/abc/fold1.resume/state.pt.tmp")
+
+    sentence = r"no space left on the device writing 'results/cache/stage1/abc/fold1.resume/state.pt.tmp'; free space"
+    with pytest.raises(DiskFull, match=f"^{sentence}"):
+        run_attempt(disk_full, marker=marker, attempt=1, identity=JOB)
+    with pytest.raises(NotRetried, match=f"^not retried: {sentence}"):
+        run_attempt(disk_full, marker=marker, attempt=2, identity=JOB)
+
+
+LOGGING_SCRIPT = textwrap.dedent("""
+    import logging, sys
+    sys.path.insert(0, {scripts!r})
+    from gmptl.runtime import setup_logging
+    setup_logging(sys.argv[1], attempt=int(sys.argv[2]))
+    logging.getLogger("gmptl").info("work of attempt %s", sys.argv[2])
+""")
+
+
+def test_the_log_of_a_retried_job_holds_every_attempt_under_its_header(tmp_path):
+    log = tmp_path / "logs" / "fold1.log"
+    script = LOGGING_SCRIPT.format(scripts=str(ROOT / "workflow" / "scripts"))
+
+    def attempt(n: int) -> None:
+        subprocess.run([sys.executable, "-c", script, str(log), str(n)], check=True, capture_output=True)
+
+    log.parent.mkdir()
+    log.write_text("a log of an earlier run\n")
+    attempt(1)
+    log.unlink()  # Snakemake deletes a job's log before each attempt
+    attempt(2)
+    attempt(3)  # run by hand after the log was kept: appended, not copied twice
+    lines = log.read_text().splitlines()
+    headers = [line for line in lines if "==== attempt" in line]
+    assert len(headers) == 3 and all(re.search(r"\| host \S+ \| pid \d+ ====$", line) for line in headers)
+    assert [line.split("==== ")[1].split(" |")[0] for line in headers] == ["attempt 1", "attempt 2", "attempt 3"]
+    assert [line.split(": ")[-1] for line in lines if "work of" in line] == [f"work of attempt {n}" for n in (1, 2, 3)]
+    assert "a log of an earlier run" not in log.read_text()  # attempt 1 of a new run starts the kept attempts anew
+
+
+RETRY_SNAKEFILE = textwrap.dedent("""
+    # train.smk's mechanism on a rule that trains nothing
+    import sys
+    sys.path.insert(0, {scripts!r})
+    from gmptl.retry import AfterFailure
+
+    def job_attempt(wildcards, attempt):  # common.smk's
+        return attempt
+
+    def train_runtime(wildcards, attempt):  # common.smk's
+        return 240 * attempt
+
+    rule all:
+        input: "out/bad_input", "out/lost_node"
+
+    rule train:
+        output: directory("out/{{name}}")
+        log: "logs/{{name}}.log"
+        resources:
+            gpu=AfterFailure("out/{{name}}", normal=1, reported=0),
+            runtime=AfterFailure("out/{{name}}", normal=train_runtime, reported=1),
+            attempt=job_attempt,
+        retries: 2
+        script: "job.py"
+""")
+
+RETRY_JOB = textwrap.dedent("""
+    import logging, os
+    from gmptl.errors import ConfigError, TrainingError
+    from gmptl.retry import failure_marker, run_attempt
+    from gmptl.runtime import setup_logging
+
+    attempt = int(snakemake.resources.attempt)
+    setup_logging(snakemake.log[0], attempt=attempt)
+    logging.getLogger("gmptl").info("asked for gpu=%s runtime=%s", snakemake.resources.gpu, snakemake.resources.runtime)
+
+    def work():
+        if snakemake.wildcards.name == "bad_input":
+            raise TrainingError("fold 1: the train split holds one gender only; the gender head cannot learn")
+        if attempt < 3:
+            raise RuntimeError(f"node lost in attempt {attempt}")
+        os.makedirs(snakemake.output[0])
+
+    job = {"name": snakemake.wildcards.name}
+    run_attempt(work, marker=failure_marker(snakemake.output[0]), attempt=attempt, identity=job)
+""")
+
+
+def test_snakemake_retries_a_lost_node_but_only_reports_bad_input_without_a_gpu(tmp_path):
+    (tmp_path / "Snakefile").write_text(RETRY_SNAKEFILE.format(scripts=str(ROOT / "workflow" / "scripts")))
+    (tmp_path / "job.py").write_text(RETRY_JOB)
+    command = [sys.executable, "-m", "snakemake", "--cores", "1", "--resources", "gpu=1", "--keep-going"]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0  # bad_input failed
+
+    bad = (tmp_path / "logs" / "bad_input.log").read_text()
+    asked = re.findall(r"asked for (gpu=\d runtime=\d+)", bad)
+    assert asked == ["gpu=1 runtime=240", "gpu=0 runtime=1", "gpu=0 runtime=1"], bad
+    assert bad.count("==== attempt") == 3 and bad.count("TrainingError") == 0  # no traceback, one sentence each
+    assert bad.rstrip().endswith(
+        "not retried: fold 1: the train split holds one gender only; the gender head cannot learn"
+    )
+    assert json.loads((tmp_path / "out" / "bad_input.failed.json").read_text())["attempt"] == 1
+
+    lost = (tmp_path / "logs" / "lost_node.log").read_text()
+    assert re.findall(r"asked for (gpu=\d runtime=\d+)", lost) == ["gpu=1 runtime=240", "gpu=1 runtime=480",
+                                                                  "gpu=1 runtime=720"], lost  # fmt: skip
+    assert "RuntimeError: node lost in attempt 1 (an unexpected error" in lost and "node lost in attempt 2" in lost
+    assert (tmp_path / "out" / "lost_node").is_dir() and not (tmp_path / "out" / "lost_node.failed.json").exists()

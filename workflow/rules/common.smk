@@ -221,3 +221,8 @@ def all_targets(wildcards):
         if name in DEPLOYED:
             targets.append(f"results/{name}/deploy")
     return targets
+
+
+def job_attempt(wildcards, attempt):
+    """The attempt number (1, 2 … with `retries:`) as a resource, so that the job's script can read it."""
+    return attempt

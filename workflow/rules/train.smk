@@ -2,6 +2,12 @@
 # frame CE) → stage 2 (utterance emotion, AM-Softmax). What a stage is comes from its recipe; its
 # model folder lives under results/cache/<stage>/<id>/fold<N>, the state for resuming in the
 # undeclared folder beside it (<model>.resume).
+#
+# Retries are for time limits and pre-emption (the job resumes, with a longer time limit). A
+# deterministic failure (bad input or config, a full disk) leaves <model>.failed.json beside the model
+# folder; a retry that finds it asks for no GPU and one minute, and only reports the failure again.
+
+from gmptl.retry import AfterFailure
 
 
 rule train_stage:
@@ -14,9 +20,10 @@ rule train_stage:
         state_dir=state_dir,
     threads: config["threads"]
     resources:
-        gpu=1,
-        mem_mb=32000,
-        runtime=train_runtime,
+        gpu=AfterFailure(recipes.MODEL_DIR, normal=1, reported=0),
+        mem_mb=AfterFailure(recipes.MODEL_DIR, normal=32000, reported=1000),
+        runtime=AfterFailure(recipes.MODEL_DIR, normal=train_runtime, reported=1),
+        attempt=job_attempt,
     retries: 2
     log:
         "results/logs/cache/{stage}/{id}/fold{fold}.log",
