@@ -16,10 +16,10 @@ import yaml
 from conftest import ROOT, balanced_sessions, snakemake, write_tree
 from test_corpora import CREMA, EMODB, MSP_LABELS, RAVDESS, crema_tree, emodb_tree, msp_tree, ravdess_tree, table_tree
 
+from gmptl.corpus import read_manifest
 from gmptl.schema import section
 
 FORMATS = tuple(section("corpus")["properties"]["format"]["enum"])  # the schema lists every format
-from gmptl.corpus import read_manifest
 
 README = (ROOT / "README.md").read_text()
 

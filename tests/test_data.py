@@ -158,10 +158,10 @@ def test_progress_report_logs_now_with_its_fields(caplog):
     with caplog.at_level(logging.INFO, logger="gmptl.progress"):
         clock.now += 30
         progress.advance(2)
-        progress.report(epoch="1/5", valid_uar=0.5)
+        progress.report(round="1/5", valid_uar=0.5)
         progress.advance(1)
     assert [r.getMessage() for r in caplog.records] == [
-        "mtl fold 2: step 2/10 (20.0 %) | epoch 1/5 | valid_uar 0.5 | elapsed 0:00:30 | ETA 0:02:00"
+        "mtl fold 2: step 2/10 (20.0 %) | round 1/5 | valid_uar 0.5 | elapsed 0:00:30 | ETA 0:02:00"
     ]
 
 

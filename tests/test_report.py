@@ -150,27 +150,37 @@ def test_settings_page_is_readable_yaml_and_escaped():
     assert "note: &lt;x&gt;" in text
 
 
-def write_model(folder, stage, fold, losses, scores, best_epoch, selection="valid_uar"):
+def write_model(folder, stage, fold, losses, scores, best_round, selection="valid_uar"):
     folder.mkdir(parents=True)
-    epochs = range(1, len(losses) + 1)
-    pd.DataFrame({"epoch": epochs, "train_loss": losses, selection: scores}).to_csv(
+    rounds = range(1, len(losses) + 1)
+    pd.DataFrame({"round": rounds, "train_loss": losses, selection: scores}).to_csv(
         folder / "history.tsv", sep="\t", index=False
     )
-    meta = {"stage": stage, "fold": fold, "seed": 42, "best_epoch": best_epoch, "selection": selection}
+    meta = {"stage": stage, "fold": fold, "seed": 42, "best_round": best_round, "selection": selection}
     (folder / "model.json").write_text(json.dumps(meta))
     return folder
 
 
-def test_read_curve_finds_the_selected_epoch(tmp_path):
-    folder = write_model(tmp_path / "stage2", "stage2", 1, [3, 2, 1.5], [0.5, 0.7, 0.6], best_epoch=2)
+def test_read_curve_finds_the_selected_round(tmp_path):
+    folder = write_model(tmp_path / "stage2", "stage2", 1, [3, 2, 1.5], [0.5, 0.7, 0.6], best_round=2)
     curve = read_curve(folder)
-    assert (curve.stage, curve.fold, curve.best_epoch, curve.selection) == ("stage2", 1, 2, "valid_uar")
+    assert (curve.stage, curve.fold, curve.best_round, curve.selection) == ("stage2", 1, 2, "valid_uar")
     assert curve.selected["valid_uar"] == 0.7 and curve.selected["train_loss"] == 2
 
 
-def test_a_best_epoch_outside_the_history_is_an_error(tmp_path):
-    folder = write_model(tmp_path / "stage2", "stage2", 1, [3, 2], [0.5, 0.7], best_epoch=5)
-    with pytest.raises(EvaluationError, match="best_epoch 5, which is not an epoch"):
+def test_read_curve_reads_a_model_folder_from_before_rounds_were_named_so(tmp_path):
+    folder = write_model(tmp_path / "stage2", "stage2", 1, [3, 2, 1.5], [0.5, 0.7, 0.6], best_round=3)
+    history = pd.read_csv(folder / "history.tsv", sep="\t").rename(columns={"round": "epoch"})
+    history.to_csv(folder / "history.tsv", sep="\t", index=False)
+    meta = json.loads((folder / "model.json").read_text())
+    (folder / "model.json").write_text(json.dumps({**meta, "best_epoch": meta.pop("best_round")}))
+    curve = read_curve(folder)
+    assert curve.best_round == 3 and curve.selected["valid_uar"] == 0.6
+
+
+def test_a_best_round_outside_the_history_is_an_error(tmp_path):
+    folder = write_model(tmp_path / "stage2", "stage2", 1, [3, 2], [0.5, 0.7], best_round=5)
+    with pytest.raises(EvaluationError, match="best_round 5, which is not a round"):
         read_curve(folder)
 
 

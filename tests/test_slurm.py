@@ -216,10 +216,10 @@ def interrupt_running_training(remote: Path, cluster: dict, epochs: int, interru
 
 def assert_resumed_and_complete(remote: Path, stage, epochs: int) -> None:
     log = (remote / f"results/logs/cache/stage2/{stage.id}/fold1.log").read_text()
-    resumed = rf"resuming stage2 from results/cache/stage2/{stage.id}/fold1\.resume at step [1-9]\d*/\d+ \(after epoch"
+    resumed = rf"resuming stage2 from results/cache/stage2/{stage.id}/fold1\.resume at step [1-9]\d*/\d+ \(after round"
     assert re.search(resumed, log), log[:3000]
     history = pd.read_csv(remote / f"results/cache/stage2/{stage.id}/fold1/history.tsv", sep="\t")
-    assert list(history["epoch"]) == list(range(1, epochs + 1))
+    assert list(history["round"]) == list(range(1, epochs + 1))
 
 
 def test_requeued_training_job_comes_back_and_resumes_from_its_saved_state(runs, cluster):

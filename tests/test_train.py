@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,7 +22,7 @@ from conftest import ROOT, balanced_sessions, write_tree
 
 from gmptl.config import experiment_settings, validate_config
 from gmptl.corpus import build_manifest
-from gmptl.errors import TrainingError
+from gmptl.errors import ConfigError, TrainingError
 from gmptl.folds import make_folds
 from gmptl.recipes import experiment_stages
 from gmptl.settings import KMeansSettings, RuntimeSettings
@@ -84,9 +86,9 @@ def test_mtl_stage_writes_a_model_folder_with_history(corpus, tiny_backbone, tmp
     run("mtl", corpus, settings, config, tmp_path / "mtl")
     meta = json.loads((tmp_path / "mtl" / "model.json").read_text())
     history = pd.read_csv(tmp_path / "mtl" / "history.tsv", sep="\t")
-    assert list(history["epoch"]) == [1, 2, 3]
+    assert list(history["round"]) == [1, 2, 3]
     assert {"train_loss", "valid_loss", "valid_uar", "valid_war", "lr"} <= set(history.columns)
-    assert meta["best_epoch"] == int(history.loc[history["valid_uar"].idxmax(), "epoch"])
+    assert meta["best_round"] == int(history.loc[history["valid_uar"].idxmax(), "round"])
     assert meta["selection"] == "valid_uar" and meta["spec"]["gender_pooling"] == "mean"
     assert (tmp_path / "mtl" / "backbone" / "config.json").is_file()
     assert not (tmp_path / "mtl.resume").exists()
@@ -98,34 +100,31 @@ def test_gender_weight_zero_drops_the_gender_head(corpus, tiny_backbone, tmp_pat
     assert json.loads((tmp_path / "mtl" / "model.json").read_text())["spec"]["gender_pooling"] is None
 
 
-def test_validation_none_keeps_the_last_epoch(corpus, tiny_backbone, tmp_path):
+def test_validation_none_keeps_the_last_round(corpus, tiny_backbone, tmp_path):
     folds = pd.read_csv(corpus / "folds.tsv", sep="\t")
     folds.loc[folds["split"] == "valid", "split"] = "train"
     folds.to_csv(tmp_path / "folds.tsv", sep="\t", index=False)
     (tmp_path / "manifest.tsv").write_text((corpus / "manifest.tsv").read_text())
     config, settings = settings_for(tiny_backbone)
     run("stage2", tmp_path, settings, config, tmp_path / "stage2")
-    assert json.loads((tmp_path / "stage2" / "model.json").read_text())["best_epoch"] == 3
+    assert json.loads((tmp_path / "stage2" / "model.json").read_text())["best_round"] == 3
 
 
-def test_stage1_learns_gmp_labels_and_checks_their_frame_counts(corpus, tiny_backbone, tmp_path):
-    import h5py
-
+@pytest.fixture(scope="module")
+def gmp_labels(corpus, tiny_backbone, tmp_path_factory) -> dict[str, str]:
+    """Real GMP frame labels of fold 1 (k-means at k = 4 on layers 1 and 2 of the tiny backbone), by head name."""
     from gmptl.backbone import SpeechEncoder, load_backbone
     from gmptl.features import extract_features
     from gmptl.folds import fold_table
     from gmptl.gmp import fit_gmp_labels
 
-    stage1_train = {"steps": 8, "valid_every_steps": 3, "batch_size": 4, "lr": 2e-3, "head_lr": 1e-2}
-    config, settings = settings_for(
-        tiny_backbone, stage1={"loss_on": "all", "mask_prob": 0.2, "mask_length": 2, "train": stage1_train}
-    )
+    base = tmp_path_factory.mktemp("gmp")
     table = fold_table(pd.read_csv(corpus / "folds.tsv", sep="\t"), pd.read_csv(corpus / "manifest.tsv", sep="\t"), 1)
     extract_features(
         SpeechEncoder(load_backbone(tiny_backbone), False),
         table,
         [1, 2],
-        tmp_path / "f.h5",
+        base / "f.h5",
         sample_rate=16000,
         on_format_mismatch="error",
         batch_seconds=10,
@@ -135,13 +134,26 @@ def test_stage1_learns_gmp_labels_and_checks_their_frame_counts(corpus, tiny_bac
     kmeans = KMeansSettings(fit_fraction=1.0, max_fit_frames=10**6, n_init=1, init_frames=10**5, max_iter=20, tol=1e-4)
     gmp = {}
     for layer in (1, 2):
-        gmp[f"L{layer}_k4"] = str(tmp_path / f"layer{layer}_k4.h5")
+        gmp[f"L{layer}_k4"] = str(base / f"layer{layer}_k4.h5")
         fit_gmp_labels(
-            tmp_path / "f.h5", layer, 4, gmp[f"L{layer}_k4"], settings=kmeans, seed=0, device=torch.device("cpu")
+            base / "f.h5", layer, 4, gmp[f"L{layer}_k4"], settings=kmeans, seed=0, device=torch.device("cpu")
         )
+    return gmp
+
+
+def test_stage1_learns_gmp_labels_and_checks_their_frame_counts(corpus, tiny_backbone, gmp_labels, tmp_path):
+    import shutil
+
+    import h5py
+
+    stage1_train = {"steps": 8, "valid_every_steps": 3, "batch_size": 4, "lr": 2e-3, "head_lr": 1e-2}
+    config, settings = settings_for(
+        tiny_backbone, stage1={"loss_on": "all", "mask_prob": 0.2, "mask_length": 2, "train": stage1_train}
+    )
+    gmp = {name: str(shutil.copy(path, tmp_path)) for name, path in gmp_labels.items()}  # one is edited below
     run("stage1", corpus, settings, config, tmp_path / "stage1", gmp=gmp)
     history = pd.read_csv(tmp_path / "stage1" / "history.tsv", sep="\t")
-    assert list(history["step"]) == [3, 6, 8] and list(history["epoch"]) == [1, 2, 3]  # validated every 3 updates
+    assert list(history["step"]) == [3, 6, 8] and list(history["round"]) == [1, 2, 3]  # validated every 3 updates
     assert history["train_loss"].iloc[-1] < history["train_loss"].iloc[0]
     for head in ("L1_k4", "L2_k4"):
         accuracy, masked, majority = (history[f"{c}_{head}"] for c in ("valid_acc", "valid_acc_masked", "majority"))
@@ -150,7 +162,7 @@ def test_stage1_learns_gmp_labels_and_checks_their_frame_counts(corpus, tiny_bac
     meta = json.loads((tmp_path / "stage1" / "model.json").read_text())
     assert meta["selection"] == "valid_loss" and set(meta["spec"]["gmp_heads"]) == {"L1_k4", "L2_k4"}
     best = history.loc[history["valid_loss"].idxmin()]
-    assert (meta["best_epoch"], meta["best_step"]) == (best["epoch"], best["step"])
+    assert (meta["best_round"], meta["best_step"]) == (best["round"], best["step"])
     with h5py.File(gmp["L1_k4"], "r+") as handle:  # one training utterance loses a frame
         row = int(np.flatnonzero(handle["split"].asstr()[:] == "train")[0])
         lengths, offsets, labels = handle["lengths"][:], handle["offsets"][:], handle["labels"][:]
@@ -196,36 +208,84 @@ def test_cuda_requested_but_absent_is_a_clear_error():
         resolve_device("cuda")
 
 
+# Training in a child process, killed with SIGKILL and rerun ------------------------------------------
+#
+# The child pauses (sleeps) right after it has saved the resume state at update `pause_at_step` and
+# says so in a file; the parent waits for that file and then kills it. What is on disk at the kill is
+# thus always the state of that update, however fast or slow the machine is.
+
 TRAIN_SCRIPT = textwrap.dedent("""
-    import json, sys
+    import json, os, sys, time
     sys.path.insert(0, {scripts!r})
+    import gmptl.checkpoint as checkpoint
     from gmptl.jobs import run_training
     from gmptl.runtime import configure_torch, setup_logging
     from gmptl.settings import RuntimeSettings
     setup_logging()
     configure_torch(1)
     args = json.loads(sys.argv[1])
+    pause_at_step, ready = args.pop("pause_at_step"), args.pop("ready")
+    save = checkpoint.save_state
+
+    def save_then_pause(folder, state):
+        save(folder, state)
+        if pause_at_step is not None and state["loop"]["step"] >= pause_at_step:
+            with open(ready + ".tmp", "w") as handle:
+                json.dump({{"step": state["loop"]["step"], "rounds": len(state["loop"]["history"])}}, handle)
+            os.replace(ready + ".tmp", ready)
+            time.sleep(3600)  # until the parent kills this process
+
+    checkpoint.save_state = save_then_pause
     runtime = RuntimeSettings(device="cpu", **args.pop("runtime"))
-    run_training(init_model=None, gmp_paths={{}}, runtime=runtime, fold=1, **args)
+    run_training(runtime=runtime, fold=1, **args)
 """)
 
 
-def start_training(corpus, config, settings, out, scripts=ROOT / "workflow" / "scripts", **runtime):
-    args = {
-        "recipe": recipe_for("stage2", config, settings),
-        "manifest_path": str(corpus / "manifest.tsv"),
-        "folds_path": str(corpus / "folds.tsv"),
-        "out_dir": str(out),
-        "state_dir": f"{out}.resume",
-        "runtime": runtime,
-    }
-    script = TRAIN_SCRIPT.format(scripts=str(scripts))
-    return subprocess.Popen(
-        [sys.executable, "-c", script, json.dumps(args)],
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
+class Job:
+    """One training run of a stage in a child process; its log (stderr) goes to a file."""
+
+    def __init__(self, stage, corpus, config, settings, out, *, gmp=None, scripts=None, pause_at_step=None, **runtime):
+        self.out, self.ready = Path(out), Path(f"{out}.paused.json")
+        self.log = self.out.parent / f"{self.out.name}.{time.monotonic_ns()}.log"
+        self.ready.unlink(missing_ok=True)
+        args = {
+            "recipe": recipe_for(stage, config, settings),
+            "manifest_path": str(corpus / "manifest.tsv"),
+            "folds_path": str(corpus / "folds.tsv"),
+            "init_model": None,
+            "gmp_paths": gmp or {},
+            "out_dir": str(out),
+            "state_dir": f"{out}.resume",
+            "runtime": runtime,
+            "pause_at_step": pause_at_step,
+            "ready": str(self.ready),
+        }
+        script = TRAIN_SCRIPT.format(scripts=str(scripts or ROOT / "workflow" / "scripts"))
+        with open(self.log, "w") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", script, json.dumps(args)],
+                stderr=log,
+                env={**os.environ, "HF_HUB_OFFLINE": "1"},
+            )
+
+    def text(self) -> str:
+        return self.log.read_text()
+
+    def finish(self) -> str:
+        """Wait for the run to end; its log. Fails the test when it did not succeed."""
+        assert self.process.wait(timeout=600) == 0, self.text()[-3000:]
+        return self.text()
+
+    def kill_when_paused(self) -> dict:
+        """SIGKILL the run once it has paused after its save at `pause_at_step`; {step, rounds} of that save."""
+        deadline = time.monotonic() + 600
+        while not self.ready.exists():
+            assert self.process.poll() is None, f"training ended before it paused: {self.text()[-3000:]}"
+            assert time.monotonic() < deadline, "training did not pause within 10 minutes"
+            time.sleep(0.05)
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+        return json.loads(self.ready.read_text())
 
 
 def weights(model_dir: Path) -> dict:
@@ -234,43 +294,43 @@ def weights(model_dir: Path) -> dict:
     return {k: v.clone() for k, v in load_model(model_dir)[0].state_dict().items()}
 
 
-def test_training_killed_mid_epoch_resumes_to_the_same_result(corpus, tiny_backbone, tmp_path):
-    """Killed between two time-based checkpoints inside a pass, the rerun continues at the saved update and
-    ends bit-identical to an uninterrupted run (which loaded its audio in the training thread)."""
-    train = {"epochs": 4, "batch_size": 2, "lr": 1e-3, "head_lr": 3e-3, "max_crop_s": 0.6}
-    config, settings = settings_for(tiny_backbone, train={**train, "freeze_feature_encoder": False})
-    reference = start_training(corpus, config, settings, tmp_path / "straight", loader_workers=0)
-    assert reference.wait(timeout=600) == 0, reference.stderr.read()
-    updates_per_pass = int(pd.read_csv(tmp_path / "straight" / "history.tsv", sep="\t")["step"].iloc[0])
+def kill_settings(stage: str, backbone: str) -> tuple[dict, dict]:
+    """A short run of `stage` with several validation rounds, every weight of the tiny model trained."""
+    train = {"epochs": 2, "batch_size": 2, "lr": 1e-3, "head_lr": 3e-3, "max_crop_s": 0.6}
+    stage1 = {"steps": 8, "valid_every_steps": 3, "batch_size": 4, "lr": 2e-3, "head_lr": 1e-2}
+    return settings_for(
+        backbone,
+        train={**train, "freeze_feature_encoder": False},
+        stage1={"mask_prob": 0.2, "mask_length": 2, "train": {**stage1, "freeze_feature_encoder": False}},
+    )
+
+
+@pytest.mark.parametrize("stage", ["mtl", "stage1", "stage2"])
+def test_training_killed_mid_round_resumes_to_the_same_weights(stage, corpus, tiny_backbone, gmp_labels, tmp_path):
+    """Killed between two validation rounds (after a time-based save), the rerun continues at the saved update and
+    ends bit-identical to an uninterrupted run (which loaded its audio in the training thread). Stage 1 trains on
+    real GMP labels: its history rows (per-head frame accuracies, majority baselines) must survive the reload."""
+    config, settings = kill_settings(stage, tiny_backbone)
+    gmp = gmp_labels if stage == "stage1" else None
+    straight = tmp_path / "straight"
+    Job(stage, corpus, config, settings, straight, gmp=gmp, loader_workers=0).finish()
+    history = pd.read_csv(straight / "history.tsv", sep="\t")
+    total, first_round = int(history["step"].iloc[-1]), int(history["step"].iloc[0])
+    assert len(history) >= 2
 
     out = tmp_path / "killed"
-    state = Path(f"{out}.resume") / "state.pt"
-    job = start_training(corpus, config, settings, out, checkpoint_minutes=1e-9, loader_workers=2)  # every update
-    deadline, saved = time.time() + 300, None
-    while time.time() < deadline and job.poll() is None:
-        try:
-            saved = torch.load(state, weights_only=True)
-        except (FileNotFoundError, RuntimeError, EOFError):
-            saved = None
-        if saved and saved["epoch"] >= 1 and saved["step"] % updates_per_pass:
-            break
-        time.sleep(0.01)
-    assert job.poll() is None, "training ended before it could be killed"
-    job.send_signal(signal.SIGKILL)
-    job.wait()
-    saved = torch.load(state, weights_only=True)
-    assert saved["step"] % updates_per_pass and saved["step"] < 4 * updates_per_pass and not out.exists()
+    killed = Job(stage, corpus, config, settings, out, gmp=gmp, checkpoint_minutes=1e-9, loader_workers=2,
+                 pause_at_step=first_round + 1)  # fmt: skip
+    paused = killed.kill_when_paused()
+    assert paused == {"step": first_round + 1, "rounds": 1} and not out.exists()
 
-    rerun = start_training(corpus, config, settings, out, loader_workers=1)
-    assert rerun.wait(timeout=600) == 0
-    log = rerun.stderr.read()
-    assert f"resuming stage2 from {out}.resume at step {saved['step']}/{4 * updates_per_pass}" in log, log[-2000:]
-    straight, resumed = weights(tmp_path / "straight"), weights(out)
-    for key in straight:
-        torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=0, msg=key)
+    log = Job(stage, corpus, config, settings, out, gmp=gmp, loader_workers=1).finish()
+    assert f"resuming {stage} from {out}.resume at step {first_round + 1}/{total} (after round 1)" in log, log[-3000:]
+    reference, resumed = weights(straight), weights(out)
+    for key in reference:
+        torch.testing.assert_close(resumed[key], reference[key], rtol=0, atol=0, msg=key)
     pd.testing.assert_frame_equal(
-        pd.read_csv(out / "history.tsv", sep="\t").drop(columns="seconds"),
-        pd.read_csv(tmp_path / "straight" / "history.tsv", sep="\t").drop(columns="seconds"),
+        pd.read_csv(out / "history.tsv", sep="\t").drop(columns="seconds"), history.drop(columns="seconds")
     )
 
 
@@ -278,7 +338,7 @@ def test_changed_parameters_start_fresh(corpus, tiny_backbone, tmp_path, caplog)
     config, settings = settings_for(tiny_backbone, train={"epochs": 1})
     from gmptl.checkpoint import save_state
 
-    save_state(tmp_path / "stage2.resume", {"fingerprint": {"recipe": "something-else"}, "epoch": 1})
+    save_state(tmp_path / "stage2.resume", {"fingerprint": {"recipe": "something-else"}, "loop": {}})
     run("stage2", corpus, settings, config, tmp_path / "stage2")
     assert "is not resumed:" in caplog.text and "recipe" in caplog.text and "starting fresh" in caplog.text
     assert (tmp_path / "stage2" / "model.json").is_file()
@@ -291,21 +351,25 @@ def test_resume_after_a_library_edit_starts_fresh_and_says_why(corpus, tiny_back
     shutil.copytree(ROOT / "workflow" / "scripts" / "gmptl", scripts / "gmptl")
     config, settings = settings_for(tiny_backbone, train={"epochs": 4, "batch_size": 2})
     out = tmp_path / "stage2"
-    state = Path(f"{out}.resume") / "state.pt"
-    job = start_training(corpus, config, settings, out, scripts=scripts)
-    deadline = time.time() + 300
-    while not state.exists() and time.time() < deadline and job.poll() is None:
-        time.sleep(0.01)
-    assert job.poll() is None, "training ended before it could be killed"
-    job.send_signal(signal.SIGKILL)
-    job.wait()
+    job = Job("stage2", corpus, config, settings, out, scripts=scripts, pause_at_step=1, checkpoint_minutes=1e-9)
+    job.kill_when_paused()
     with open(scripts / "gmptl" / "train.py", "a") as handle:
         handle.write("\n# an edit of the library\n")
-    rerun = start_training(corpus, config, settings, out, scripts=scripts)
-    assert rerun.wait(timeout=600) == 0
-    log = rerun.stderr.read()
+    log = Job("stage2", corpus, config, settings, out, scripts=scripts).finish()
     assert "is not resumed: code changed since it was saved (the gmptl library: gmptl" in log, log[-2000:]
-    assert "resuming" not in log and json.loads((out / "model.json").read_text())["best_epoch"] >= 1
+    assert "resuming" not in log and json.loads((out / "model.json").read_text())["best_round"] >= 1
+
+
+def test_a_resume_state_a_weights_only_load_would_refuse_is_not_written(tmp_path):
+    from gmptl.checkpoint import save_state
+
+    state = {"fingerprint": {}, "loop": {"history": [{"round": 1, "valid_acc_L9_k64": np.float64(0.5)}]}}
+    refused = r"\['valid_acc_L9_k64'\] \(numpy.float64\), which torch.load\(weights_only=True\) refuses"
+    with pytest.raises(TrainingError, match=refused):
+        save_state(tmp_path / "state", state)
+    assert not (tmp_path / "state" / "state.pt").exists()
+    save_state(tmp_path / "state", {"fingerprint": {}, "loop": {"history": [{"round": 1, "valid_acc": 0.5}]}})
+    assert torch.load(tmp_path / "state" / "state.pt", weights_only=True)["loop"]["history"][0]["valid_acc"] == 0.5
 
 
 # The loop itself, driven directly with a fake clock -----------------------------------------------
@@ -340,6 +404,7 @@ def direct_stage2(corpus, tiny_backbone, **train):
 
 
 def train_directly(parts, tmp_path, clock, monkeypatch, **runtime):
+    import gmptl.checkpoint as checkpoint
     import gmptl.train as train
 
     model, spec, train_data, valid_data, cfg, audio = parts
@@ -350,9 +415,11 @@ def train_directly(parts, tmp_path, clock, monkeypatch, **runtime):
         clock.now += clock.step
 
     saved = []
-    save = train.save_state
+    save = checkpoint.save_state
     monkeypatch.setattr(train, "_update", timed_update)
-    monkeypatch.setattr(train, "save_state", lambda folder, state: (saved.append(state["step"]), save(folder, state)))
+    monkeypatch.setattr(
+        checkpoint, "save_state", lambda folder, state: (saved.append(state["loop"]["step"]), save(folder, state))
+    )
     result = train.train_stage(
         model,
         spec,
@@ -391,14 +458,14 @@ def test_training_logs_periodic_progress_with_eta(corpus, tiny_backbone, tmp_pat
         f"stage2: step {n}/12 ({100 * n / 12:.1f} %)" for n in (3, 6, 9, 12, 12)
     ]
     assert "ETA 0:09:00" in lines[0] and "elapsed 0:03:00" in lines[0] and "audio-s/s" in lines[0]
-    assert "epoch 1/1" in lines[-1] and "valid_uar" in lines[-1]  # the epoch end
+    assert "round 1/1" in lines[-1] and "valid_uar" in lines[-1]  # the validation round
 
 
 def test_specaugment_masks_frames_and_zeroes_channels_of_the_projected_features(tiny_backbone):
     from gmptl.model import HeadSpec, build_model
+    from gmptl.objectives import input_masks
     from gmptl.settings import SpecAugment
     from gmptl.stages import StageSpec
-    from gmptl.train import input_masks
 
     model = build_model(tiny_backbone, HeadSpec(CLASSES))
     spec = StageSpec("stage2", model.spec, emotion_weight=1.0)
@@ -426,8 +493,8 @@ def test_balanced_class_weights_weigh_the_emotion_loss(tiny_backbone):
 
     from gmptl.data import Batch
     from gmptl.model import HeadSpec, build_model, with_margin
+    from gmptl.objectives import forward_batch
     from gmptl.stages import StageSpec
-    from gmptl.train import forward_batch
 
     model = build_model(tiny_backbone, HeadSpec(CLASSES, emotion_classifier="amsoftmax")).eval()
     spec = StageSpec("stage2", model.spec, emotion_weight=1.0)
@@ -468,3 +535,177 @@ def test_runtime_keys_never_change_a_recipe_but_training_length_does(tiny_backbo
     assert longer["stage1"] != plain["stage1"] and longer["mtl"] == plain["mtl"]
     config, settings = settings_for(tiny_backbone)
     assert "checkpoint_minutes" not in experiment_stages(config, settings)["stage2"].recipe["train"]
+
+
+# Retries: a deterministic failure is reported once, not retried on a GPU --------------------------
+
+
+@pytest.mark.parametrize(
+    ("error", "deterministic"),
+    [
+        (TrainingError("fold 1: the train split holds one gender only; the gender head cannot learn"), True),
+        (ConfigError("config key 'gmp.layers' asks for layer(s) [7]"), True),
+        (OSError(errno.ENOSPC, "No space left on device", "results/cache/x/state.pt.tmp"), True),
+        (OSError(errno.EDQUOT, "Disk quota exceeded"), True),
+        (OSError(errno.EIO, "Input/output error"), False),
+        (RuntimeError("CUDA error: an illegal memory access was encountered"), False),
+        (MemoryError(), False),
+    ],
+)
+def test_failures_of_bad_input_or_a_full_disk_are_deterministic_others_may_pass_next_time(error, deterministic):
+    from gmptl.retry import is_deterministic
+
+    assert is_deterministic(error) is deterministic
+
+
+JOB = {"stage": "stage1", "id": "abc", "fold": "1"}
+
+
+def test_a_deterministic_failure_is_recorded_and_a_retry_only_reports_it(tmp_path):
+    from gmptl.retry import NotRetried, reports_only, run_attempt
+
+    marker, calls = tmp_path / "fold1.failed.json", []
+
+    def fails():
+        calls.append(1)
+        raise TrainingError(message)
+
+    message = "fold 1: the train split holds one gender only; the gender head cannot learn"
+    with pytest.raises(TrainingError):
+        run_attempt(fails, marker=marker, attempt=1, identity=JOB)
+    message = "fold 1: the train split holds one gender only; the gender head cannot learn"
+    assert json.loads(marker.read_text()) == {"message": message, "error": "TrainingError", "job": JOB, "attempt": 1}
+    assert reports_only(marker, 2) and not reports_only(marker, 1)
+    with pytest.raises(NotRetried, match=f"^not retried: {message}$"):
+        run_attempt(fails, marker=marker, attempt=2, identity=JOB)
+    assert len(calls) == 1  # the retry did not train again
+    assert run_attempt(lambda: "trained", marker=marker, attempt=2, identity={**JOB, "id": "other"}) == "trained"
+
+
+def test_a_first_attempt_or_a_success_clears_the_marker(tmp_path):
+    from gmptl.retry import record_failure, run_attempt
+
+    marker = tmp_path / "fold1.failed.json"
+    record_failure(marker, TrainingError("an old failure"), 1, JOB)
+    seen = []
+    assert run_attempt(lambda: seen.append(marker.exists()) or 7, marker=marker, attempt=1, identity=JOB) == 7
+    assert seen == [False] and not marker.exists()
+    with pytest.raises(RuntimeError):  # a transient failure is left for the retry and records nothing
+        run_attempt(lambda: (_ for _ in ()).throw(RuntimeError("node lost")), marker=marker, attempt=1, identity=JOB)
+    assert not marker.exists()
+
+
+def test_a_full_disk_becomes_one_sentence_and_is_not_retried(tmp_path):
+    from gmptl.retry import DiskFull, NotRetried, run_attempt
+
+    marker = tmp_path / "fold1.failed.json"
+
+    def disk_full():
+        raise OSError(errno.ENOSPC, "No space left on device", "results/cache/stage1/abc/fold1.resume/state.pt.tmp")
+
+    sentence = r"no space left on the device writing 'results/cache/stage1/abc/fold1.resume/state.pt.tmp'; free space"
+    with pytest.raises(DiskFull, match=f"^{sentence}"):
+        run_attempt(disk_full, marker=marker, attempt=1, identity=JOB)
+    with pytest.raises(NotRetried, match=f"^not retried: {sentence}"):
+        run_attempt(disk_full, marker=marker, attempt=2, identity=JOB)
+
+
+LOGGING_SCRIPT = textwrap.dedent("""
+    import logging, sys
+    sys.path.insert(0, {scripts!r})
+    from gmptl.runtime import setup_logging
+    setup_logging(sys.argv[1], attempt=int(sys.argv[2]))
+    logging.getLogger("gmptl").info("work of attempt %s", sys.argv[2])
+""")
+
+
+def test_the_log_of_a_retried_job_holds_every_attempt_under_its_header(tmp_path):
+    log = tmp_path / "logs" / "fold1.log"
+    script = LOGGING_SCRIPT.format(scripts=str(ROOT / "workflow" / "scripts"))
+
+    def attempt(n: int) -> None:
+        subprocess.run([sys.executable, "-c", script, str(log), str(n)], check=True, capture_output=True)
+
+    log.parent.mkdir()
+    log.write_text("a log of an earlier run\n")
+    attempt(1)
+    log.unlink()  # Snakemake deletes a job's log before each attempt
+    attempt(2)
+    attempt(3)  # run by hand after the log was kept: appended, not copied twice
+    lines = log.read_text().splitlines()
+    headers = [line for line in lines if "==== attempt" in line]
+    assert len(headers) == 3 and all(re.search(r"\| host \S+ \| pid \d+ ====$", line) for line in headers)
+    assert [line.split("==== ")[1].split(" |")[0] for line in headers] == ["attempt 1", "attempt 2", "attempt 3"]
+    assert [line.split(": ")[-1] for line in lines if "work of" in line] == [f"work of attempt {n}" for n in (1, 2, 3)]
+    assert "a log of an earlier run" not in log.read_text()  # attempt 1 of a new run starts the kept attempts anew
+
+
+RETRY_SNAKEFILE = textwrap.dedent("""
+    # train.smk's mechanism on a rule that trains nothing
+    import sys
+    sys.path.insert(0, {scripts!r})
+    from gmptl.retry import AfterFailure
+
+    def job_attempt(wildcards, attempt):  # common.smk's
+        return attempt
+
+    def train_runtime(wildcards, attempt):  # common.smk's
+        return 240 * attempt
+
+    rule all:
+        input: "out/bad_input", "out/lost_node"
+
+    rule train:
+        output: directory("out/{{name}}")
+        log: "logs/{{name}}.log"
+        resources:
+            gpu=AfterFailure("out/{{name}}", normal=1, reported=0),
+            runtime=AfterFailure("out/{{name}}", normal=train_runtime, reported=1),
+            attempt=job_attempt,
+        retries: 2
+        script: "job.py"
+""")
+
+RETRY_JOB = textwrap.dedent("""
+    import logging, os
+    from gmptl.errors import ConfigError, TrainingError
+    from gmptl.retry import failure_marker, run_attempt
+    from gmptl.runtime import setup_logging
+
+    attempt = int(snakemake.resources.attempt)
+    setup_logging(snakemake.log[0], attempt=attempt)
+    logging.getLogger("gmptl").info("asked for gpu=%s runtime=%s", snakemake.resources.gpu, snakemake.resources.runtime)
+
+    def work():
+        if snakemake.wildcards.name == "bad_input":
+            raise TrainingError("fold 1: the train split holds one gender only; the gender head cannot learn")
+        if attempt < 3:
+            raise RuntimeError(f"node lost in attempt {attempt}")
+        os.makedirs(snakemake.output[0])
+
+    job = {"name": snakemake.wildcards.name}
+    run_attempt(work, marker=failure_marker(snakemake.output[0]), attempt=attempt, identity=job)
+""")
+
+
+def test_snakemake_retries_a_lost_node_but_only_reports_bad_input_without_a_gpu(tmp_path):
+    (tmp_path / "Snakefile").write_text(RETRY_SNAKEFILE.format(scripts=str(ROOT / "workflow" / "scripts")))
+    (tmp_path / "job.py").write_text(RETRY_JOB)
+    command = [sys.executable, "-m", "snakemake", "--cores", "1", "--resources", "gpu=1", "--keep-going"]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0  # bad_input failed
+
+    bad = (tmp_path / "logs" / "bad_input.log").read_text()
+    asked = re.findall(r"asked for (gpu=\d runtime=\d+)", bad)
+    assert asked == ["gpu=1 runtime=240", "gpu=0 runtime=1", "gpu=0 runtime=1"], bad
+    assert bad.count("==== attempt") == 3 and bad.count("TrainingError") == 0  # no traceback, one sentence each
+    assert bad.rstrip().endswith(
+        "not retried: fold 1: the train split holds one gender only; the gender head cannot learn"
+    )
+    assert json.loads((tmp_path / "out" / "bad_input.failed.json").read_text())["attempt"] == 1
+
+    lost = (tmp_path / "logs" / "lost_node.log").read_text()
+    assert re.findall(r"asked for (gpu=\d runtime=\d+)", lost) == ["gpu=1 runtime=240", "gpu=1 runtime=480",
+                                                                  "gpu=1 runtime=720"], lost  # fmt: skip
+    assert "RuntimeError: node lost in attempt 1 (an unexpected error" in lost and "node lost in attempt 2" in lost
+    assert (tmp_path / "out" / "lost_node").is_dir() and not (tmp_path / "out" / "lost_node.failed.json").exists()

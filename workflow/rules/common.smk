@@ -262,3 +262,8 @@ def all_jobs():
 def all_targets(wildcards):
     """Every target output; a deleted model is retrained, and what depends on it reruns."""
     return workplan.targets(all_jobs())
+
+
+def job_attempt(wildcards, attempt):
+    """The attempt number (1, 2 … with `retries:`) as a resource, so that the job's script can read it."""
+    return attempt

@@ -1,7 +1,13 @@
 # Training: one rule for the three stages per fold — multi-task (emotion + gender) → stage 1 (GMP
 # frame CE) → stage 2 (utterance emotion, AM-Softmax). What a stage is comes from its recipe; its
-# model folder lives under results/cache/<stage>/<id>/fold<N>, per-epoch state for resuming in the
+# model folder lives under results/cache/<stage>/<id>/fold<N>, the state for resuming in the
 # undeclared folder beside it (<model>.resume).
+#
+# Retries are for time limits and pre-emption (the job resumes, with a longer time limit). A
+# deterministic failure (bad input or config, a full disk) leaves <model>.failed.json beside the model
+# folder; a retry that finds it asks for no GPU and one minute, and only reports the failure again.
+
+from gmptl.retry import AfterFailure
 
 
 rule train_stage:
@@ -18,9 +24,14 @@ rule train_stage:
         ENV
     threads: config["runtime"]["threads"]
     resources:
-        gpu=1,
-        mem_mb=workplan.RULES["train_stage"].mem_mb,
-        runtime=train_runtime,
+        gpu=AfterFailure(recipes.MODEL_DIR, normal=1, reported=0),
+        mem_mb=AfterFailure(
+            recipes.MODEL_DIR,
+            normal=workplan.RULES["train_stage"].mem_mb,
+            reported=1000,
+        ),
+        runtime=AfterFailure(recipes.MODEL_DIR, normal=train_runtime, reported=1),
+        attempt=job_attempt,
     params:
         recipe=training_recipe,
         recipe_file=recipe_path,

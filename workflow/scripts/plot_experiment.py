@@ -1,4 +1,4 @@
-"""Rule plot_experiment: pooled confusion matrix and training curves (selected epochs marked) of one experiment."""
+"""Rule plot_experiment: pooled confusion matrix and training curves (selected rounds marked) of one experiment."""
 
 import use_workflow_library  # noqa: F401  (first: this workflow's gmptl, not an installed copy)
 

@@ -2,8 +2,12 @@
 
 What a stage is (heads, losses, initial weights) is read from the recipe (`gmptl.recipes`, `gmptl.stages`);
 every path (initial model, GMP label files, outputs) from what Snakemake resolved; runtime settings
-(device, precision, threads) from the config's `runtime:` section.
+(device, precision, threads) from the config's `runtime:` section. A deterministic failure (bad input or
+config, a full disk) is recorded beside the model folder, and the rule's retries only report it
+(`gmptl.retry`); a time-out or a crash is retried and resumes.
 """
+
+from functools import partial
 
 import pandas as pd
 import use_workflow_library  # noqa: F401  (first: this workflow's gmptl, not an installed copy)
@@ -12,29 +16,38 @@ from gmptl.corpus import read_manifest
 from gmptl.jobs import run_training
 from gmptl.preflight import check_before_training
 from gmptl.recipes import from_json, write_recipe
+from gmptl.retry import failure_marker, run_attempt
 from gmptl.runtime import configure_torch, setup_logging
 from gmptl.settings import RuntimeSettings
 
-if __name__ == "__main__":
-    setup_logging(snakemake.log[0])
-    configure_torch(snakemake.threads)
-    recipe = from_json(snakemake.params.recipe)
-    w = snakemake.wildcards
+
+def train(smk) -> None:
+    """Check the fold's data against the config, record the recipe, train the stage."""
+    configure_torch(smk.threads)
+    recipe = from_json(smk.params.recipe)
+    w = smk.wildcards
     check_before_training(  # config read as data, not a param: the checks never trigger a rerun
-        snakemake.config,
-        read_manifest(snakemake.input.manifest),
-        pd.read_csv(snakemake.input.folds, sep="\t"),
+        smk.config,
+        read_manifest(smk.input.manifest),
+        pd.read_csv(smk.input.folds, sep="\t"),
         stage=(w.stage, w.id),
     )
-    write_recipe(snakemake.params.recipe_file, snakemake.params.recipe)
+    write_recipe(smk.params.recipe_file, smk.params.recipe)
     run_training(
         recipe,
         fold=int(w.fold),
-        manifest_path=snakemake.input.manifest,
-        folds_path=snakemake.input.folds,
-        init_model=snakemake.input.get("model"),
-        gmp_paths={name: snakemake.input[name] for name in recipe.label_files(w.fold)},
-        out_dir=snakemake.output.model,
-        state_dir=snakemake.params.state_dir,
-        runtime=RuntimeSettings.from_config(snakemake.config, snakemake.threads),
+        manifest_path=smk.input.manifest,
+        folds_path=smk.input.folds,
+        init_model=smk.input.get("model"),
+        gmp_paths={name: smk.input[name] for name in recipe.label_files(w.fold)},
+        out_dir=smk.output.model,
+        state_dir=smk.params.state_dir,
+        runtime=RuntimeSettings.from_config(smk.config, smk.threads),
     )
+
+
+if __name__ == "__main__":
+    attempt = int(snakemake.resources.attempt)
+    setup_logging(snakemake.log[0], attempt=attempt)
+    job = {key: str(snakemake.wildcards[key]) for key in ("stage", "id", "fold")}
+    run_attempt(partial(train, snakemake), marker=failure_marker(snakemake.output.model), attempt=attempt, identity=job)

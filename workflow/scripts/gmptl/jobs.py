@@ -18,7 +18,7 @@ from .backbone import (
     is_tiny_demo_model,
     load_backbone,
 )
-from .checkpoint import clear_state, exclusive
+from .checkpoint import clear_state
 from .corpus import read_manifest, require_gender
 from .data import Utterances, attach_frame_labels, require_classes, split_utterances
 from .errors import TrainingError
@@ -27,6 +27,7 @@ from .fileio import atomic_path, code_version, file_digest, write_tsv
 from .folds import fold_table
 from .gmp import fit_gmp_labels, read_gmp_labels
 from .inference import predict
+from .locks import exclusive
 from .metrics import classification_metrics
 from .model import build_model
 from .model_folder import load_model, save_model
@@ -173,7 +174,7 @@ def _train_recipe(recipe, fold, manifest_path, folds_path, init_model, gmp_paths
             "digest": backbone_digest(source),
             "tiny_demo_model": is_tiny_demo_model(source),
         },
-        "best_epoch": result.best_epoch,
+        "best_round": result.best_round,
         "best_step": result.best_step,
         "best": result.best,
         "selection": spec.selection,

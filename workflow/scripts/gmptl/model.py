@@ -21,7 +21,6 @@ from .backbone import SpeechEncoder, input_normalization, load_backbone
 log = logging.getLogger(__name__)
 
 
-
 @dataclass
 class HeadSpec:
     """Which heads a model carries and how they are shaped."""
@@ -179,5 +178,3 @@ def min_samples(encoder: SpeechEncoder) -> int:
     """The shortest input (samples) from which the backbone makes at least one frame."""
     lengths = torch.arange(1, 64 * encoder.frame_hop + 1)
     return int(lengths[encoder.frame_lengths(lengths) >= 1][0])
-
-

@@ -3,9 +3,9 @@
     progress = Progress("stage1 fold 1", total=20000, unit="step", every_s=60)
     for ...:
         progress.advance(1, audio_s=12.5, loss=3.2)   # logs when `every_s` has passed since the last line
-    progress.report(epoch=3)                            # logs now (e.g. at an epoch end)
+    progress.report(round=3)                            # logs now (e.g. after a validation round)
 
-A line reads `stage1 fold 1: step 1200/20000 (6.0 %) | epoch 3 | loss 3.2 | 410 audio-s/s | elapsed 0:05:10 |
+A line reads `stage1 fold 1: step 1200/20000 (6.0 %) | round 3 | loss 3.2 | 410 audio-s/s | elapsed 0:05:10 |
 ETA 1:21:03`. The rate and ETA count only the work done by this process (a resumed job starts at its
 saved position). On a terminal a tqdm bar is drawn as well; logs never get bars. The clock is
 injectable, so tests run with a fake one.
@@ -76,7 +76,7 @@ class Progress:
             self.report()
 
     def report(self, **extra) -> None:
-        """Log the progress line now, with `extra` fields on this line only (e.g. an epoch's validation scores)."""
+        """Log the progress line now, with `extra` fields on this line only (e.g. a validation round's scores)."""
         self.logger.info("%s", self.line(extra))
         self.last_line = self.clock()
 

@@ -177,33 +177,36 @@ STAGE_ORDER = ("mtl", "stage1", "stage2")
 
 @dataclass(frozen=True)
 class Curve:
-    """One trained model's history and the epoch whose weights it kept."""
+    """One trained model's history and the validation round whose weights it kept."""
 
     stage: str
     fold: int
     seed: int | None
     history: pd.DataFrame
-    best_epoch: int
-    selection: str | None  # the history column that chose the epoch (valid_uar | valid_loss), None without one
+    best_round: int
+    selection: str | None  # the history column that chose the round (valid_uar | valid_loss), None without one
 
     @property
     def selected(self) -> pd.Series:
-        """The history row of the selected epoch."""
-        return self.history.set_index("epoch").loc[self.best_epoch]
+        """The history row of the selected round."""
+        return self.history.set_index("round").loc[self.best_round]
 
 
 def read_curve(model_dir: str | Path) -> Curve:
-    """A model folder's history.tsv and model.json (stage, fold, seed, best_epoch, selection)."""
+    """A model folder's history.tsv and model.json (stage, fold, seed, best_round, selection).
+
+    Model folders written before rounds were named so (`epoch` column, `best_epoch`) are read too."""
     model_dir = Path(model_dir)
     try:
         meta = json.loads((model_dir / "model.json").read_text())
         history = pd.read_csv(model_dir / "history.tsv", sep="\t")
     except (OSError, ValueError) as err:
         raise EvaluationError(f"model folder '{model_dir}' has no readable model.json/history.tsv ({err})") from err
-    best = meta.get("best_epoch")
-    if best not in set(history["epoch"]):
+    history = history.rename(columns={"epoch": "round"})
+    best = meta.get("best_round", meta.get("best_epoch"))
+    if best not in set(history["round"]):
         raise EvaluationError(
-            f"'{model_dir}/model.json' names best_epoch {best}, which is not an epoch of its history.tsv; "
+            f"'{model_dir}/model.json' names best_round {best}, which is not a round of its history.tsv; "
             "rerun the rule that trains it"
         )
     selection = meta.get("selection") or ("valid_uar" if "valid_uar" in history else "valid_loss")
@@ -212,16 +215,16 @@ def read_curve(model_dir: str | Path) -> Curve:
         fold=int(meta.get("fold", -1)),
         seed=meta.get("seed"),
         history=history,
-        best_epoch=int(best),
+        best_round=int(best),
         selection=selection if selection in history else None,
     )
 
 
 def plot_curves(model_dirs: Iterable[str | Path], out_path: str | Path, title: str) -> None:
-    """One row per stage: training loss (left) and the checkpoint-selection score (right) per epoch.
+    """One row per stage: training loss (left) and the checkpoint-selection score (right) per validation round.
 
-    One line per fold (and seed, when the models come from several); a ringed dot marks the epoch each
-    model kept (model.json's best_epoch).
+    One line per fold (and seed, when the models come from several); a ringed dot marks the round each
+    model kept (model.json's best_round).
     """
     curves = [read_curve(path) for path in model_dirs]
     stages = sorted({c.stage for c in curves}, key=lambda s: ((STAGE_ORDER + (s,)).index(s), s))
@@ -232,17 +235,17 @@ def plot_curves(model_dirs: Iterable[str | Path], out_path: str | Path, title: s
             label = f"fold {curve.fold}" + (f" seed {curve.seed}" if several_seeds else "")
             columns = ["train_loss", curve.selection] if curve.selection else ["train_loss"]
             for ax, column in zip(axes[row], columns, strict=False):
-                (line,) = ax.plot(curve.history["epoch"], curve.history[column], label=label, lw=1)
-                ax.plot(curve.best_epoch, curve.selected[column], "o", ms=6, mfc="none", color=line.get_color())
+                (line,) = ax.plot(curve.history["round"], curve.history[column], label=label, lw=1)
+                ax.plot(curve.best_round, curve.selected[column], "o", ms=6, mfc="none", color=line.get_color())
             if curve.selection:
                 axes[row, 1].set_ylabel(f"{stage}: {curve.selection}")
         axes[row, 0].set_ylabel(f"{stage}: train loss")
-        axes[row, 1].plot([], [], "o", mfc="none", color="grey", label="selected epoch")
+        axes[row, 1].plot([], [], "o", mfc="none", color="grey", label="selected round")
         axes[row, 1].legend(fontsize=6)
     for ax in axes.ravel():
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     for ax in axes[-1]:
-        ax.set_xlabel("epoch")
+        ax.set_xlabel("validation round")
     fig.suptitle(title, fontsize=9)
     _save(fig, out_path)
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
 import logging
 import os
 import random
+import shutil
+import socket
 import sys
 from pathlib import Path
 
@@ -18,16 +21,25 @@ from .fileio import code_version
 log = logging.getLogger("gmptl")
 
 
-def setup_logging(log_file: str | os.PathLike | None = None, level: int = logging.INFO) -> None:
-    """Log to stderr and, when given, to `log_file`; uncaught errors land in the log too.
+def setup_logging(log_file: str | os.PathLike | None = None, level: int = logging.INFO, *, attempt: int | None = None):
+    """Log to stderr and, when given, append to `log_file` under a header line (date, host, pid, attempt).
 
-    A `GmptlError` is reported as its one-sentence message; anything else with its traceback.
-    Either way the process exits non-zero.
+    Uncaught errors land in the log too: a `GmptlError` as its one-sentence message, anything else with
+    its traceback and then one sentence; either way the process exits non-zero.
+
+    Snakemake deletes a job's log before each attempt. With `attempt` (the rule's retry count, from 1),
+    every attempt is also appended to the undeclared `<log_file>.attempts`, which attempt 1 starts anew
+    and a retry copies back into the log first: the log of a retried job holds all its attempts.
     """
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_file:
-        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(log_file, mode="w"))
+        path = Path(log_file)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if attempt is not None:
+            attempts = Path(f"{path}.attempts")
+            _carry_over(attempts, path, attempt)
+            handlers.append(logging.FileHandler(attempts, mode="a"))
+        handlers.append(logging.FileHandler(path, mode="a"))
     logging.basicConfig(
         level=level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -35,7 +47,22 @@ def setup_logging(log_file: str | os.PathLike | None = None, level: int = loggin
         force=True,
     )
     sys.excepthook = _report_uncaught
+    log.info(
+        "==== attempt %s | %s | host %s | pid %d ====",
+        attempt if attempt is not None else "?",
+        datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        socket.gethostname(),
+        os.getpid(),
+    )
     log.info("%s from %s", code_version(), Path(__file__).resolve().parent)
+
+
+def _carry_over(attempts: Path, log_file: Path, attempt: int) -> None:
+    """Attempt 1 starts the attempts file anew; a later one copies it into its (deleted, so empty) log."""
+    if attempt <= 1:
+        attempts.unlink(missing_ok=True)
+    elif attempts.is_file() and not (log_file.is_file() and log_file.stat().st_size):
+        shutil.copyfile(attempts, log_file)
 
 
 def _report_uncaught(exc_type, exc, tb) -> None:
@@ -43,6 +70,7 @@ def _report_uncaught(exc_type, exc, tb) -> None:
         log.error("%s", exc)
     else:
         log.critical("unexpected error", exc_info=(exc_type, exc, tb))
+        log.error("%s: %s (an unexpected error: the traceback above says where)", exc_type.__name__, exc)
     logging.shutdown()
 
 
