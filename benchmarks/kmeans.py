@@ -6,7 +6,7 @@ correlated, anisotropic components), k = 512 and 4096. References:
   max_iter 100, max_no_improvement 100, tol 0, reassignment_ratio 0, n_init `--sklearn-n-init` (3);
 - faiss-cpu `Kmeans` with its defaults (random init, 25 iterations), `pip install faiss-cpu`
   (the `bench` extra).
-gmptl runs with the defaults of `workflow/schemas/config.schema.yaml` (`kmeans.*`), as the
+gmptl runs with the schema defaults (`kmeans.*`, `runtime.kmeans_chunk_frames`), as the
 pipeline does. Inertia is always the exact nearest-centroid SSE over all frames, computed the
 same way (`gmptl.kmeans.nearest`, float32). The floor is the time of one N×D·D×k matmul + argmin
 pass (`nearest`); `s/pass` is a method's total time over its passes (seeding included), so a
@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from sklearn.cluster import MiniBatchKMeans
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,8 +58,10 @@ def feature_like_frames(n: int, dim: int, seed: int = 0, components: int = 1000,
 
 
 def schema_defaults() -> dict:
-    schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
-    return {key: spec["default"] for key, spec in schema["$defs"]["kmeans"]["properties"].items()}
+    """gmptl's k-means defaults, and the runtime chunk size, from the config schema."""
+    from gmptl.schema import defaults
+
+    return {**defaults("$defs", "kmeans"), "chunk_frames": defaults("runtime")["kmeans_chunk_frames"]}
 
 
 def exact_inertia(x: torch.Tensor, centroids: np.ndarray) -> float:

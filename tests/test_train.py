@@ -529,7 +529,8 @@ def test_runtime_keys_never_change_a_recipe_but_training_length_does(tiny_backbo
 
     plain = ids()
     train = {"epochs": 3, "batch_size": 4, "lr": 1e-3, "head_lr": 3e-3, "max_crop_s": 0.6}  # settings_for's
-    runtime = ids(train={**train, "checkpoint_minutes": 0.5, "loader_workers": 0}, log_every_s=5)
+    assert train  # settings_for's train section, unchanged below
+    runtime = ids(runtime={"checkpoint_minutes": 0.5, "loader_workers": 0, "log_every_s": 5, "device": "cpu"})
     assert runtime == plain
     longer = ids(stage1={"train": {"steps": 50, "valid_every_steps": 10}})
     assert longer["stage1"] != plain["stage1"] and longer["mtl"] == plain["mtl"]
