@@ -116,3 +116,20 @@ def test_errors_that_are_not_about_storage_give_no_sentence():
     assert storage_failure(ValueError("the hub said: [Errno 13] Permission denied")) is None  # EACCES: OSError only
     assert storage_failure(OSError(errno.ENOENT, "No such file or directory", "x")) is None
     assert storage_failure(ValueError("a bug")) is None
+
+
+def test_a_full_disk_in_a_workflow_job_ends_its_log_with_one_sentence(tmp_path):
+    """The adapters' excepthook (runtime.setup_logging) says what a storage failure is, without a traceback."""
+    log = tmp_path / "job.log"
+    code = (
+        "import errno\n"
+        "from gmptl.runtime import setup_logging\n"
+        f"setup_logging({str(log)!r})\n"
+        "raise OSError(errno.ENOSPC, 'No space left on device', '/data/results/cache/x.h5')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "workflow" / "scripts")}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode != 0
+    text = log.read_text()
+    assert "Traceback" not in text
+    assert "no space is left on the device holding '/data/results/cache/x.h5'" in text.splitlines()[-1], text

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from .errors import GmptlError, TrainingError
+from .failures import storage_failure
 from .fileio import code_version
 
 log = logging.getLogger("gmptl")
@@ -66,8 +67,11 @@ def _carry_over(attempts: Path, log_file: Path, attempt: int) -> None:
 
 
 def _report_uncaught(exc_type, exc, tb) -> None:
+    storage = None if isinstance(exc, GmptlError) else storage_failure(exc)
     if isinstance(exc, GmptlError):
         log.error("%s", exc)
+    elif storage:  # a full disk, a quota, a read-only folder: one sentence naming the path
+        log.error("%s", storage)
     else:
         log.critical("unexpected error", exc_info=(exc_type, exc, tb))
         log.error("%s: %s (an unexpected error: the traceback above says where)", exc_type.__name__, exc)
