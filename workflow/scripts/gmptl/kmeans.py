@@ -14,10 +14,12 @@
 - Stopping: the k-means objective of the current assignment (Σ‖x‖² − Σⱼ‖sⱼ‖²/nⱼ from float64
   cluster sums, no extra pass) fell by less than `tol` (relative) in one iteration, or nothing moved.
 - Empty clusters are re-seeded with the frames farthest from their centroids.
-- Precision: CPU is float32 throughout. On CUDA (torch ≥ 2.8) the Lloyd matmuls take bfloat16
-  inputs with float32 accumulation and output, on frames centred on their mean (distances do not
-  change, the products shrink), so a near-tie may go either way while fitting; `nearest` (the final
-  assignment and the returned inertia) is float32 everywhere.
+- Precision (`matmul_precision`): `auto` is float32 on CPU. On CUDA (torch ≥ 2.8) the Lloyd matmuls
+  take bfloat16 inputs with float32 accumulation and output, on frames centred on their mean (distances
+  do not change, the products shrink), so a near-tie may go either way while fitting; `nearest` (the
+  final assignment and the returned inertia) is float32 everywhere. `bf16` asks for those matmuls on
+  any device: CPU has no `aten::mm.dtype` kernel, so there the inputs are rounded to bfloat16 and
+  multiplied in float32 (the same products, float32 sums), slower than float32 — for tests only.
 """
 
 from __future__ import annotations
@@ -62,9 +64,17 @@ def nearest(x: torch.Tensor, centroids: torch.Tensor, chunk: int = 8192) -> tupl
     return labels, dists
 
 
-def matmul_dtype(device: torch.device) -> torch.dtype:
-    """Input precision of the fitting matmuls: bfloat16 on CUDA (float32 accumulation), float32 elsewhere."""
-    return torch.bfloat16 if device.type == "cuda" and _mm_has_out_dtype() else torch.float32
+MATMUL_PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def matmul_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
+    """Input precision of the fitting matmuls (float32 accumulation): `auto` is bfloat16 on CUDA, float32
+    elsewhere; `bf16` and `fp32` hold on every device (bf16 on CUDA needs torch ≥ 2.8, else float32)."""
+    if precision not in MATMUL_PRECISIONS:
+        raise KMeansError(f"k-means matmul precision '{precision}' is not one of {', '.join(MATMUL_PRECISIONS)}")
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+        return torch.float32
+    return torch.bfloat16 if device.type != "cuda" or _mm_has_out_dtype() else torch.float32
 
 
 @functools.cache
@@ -81,6 +91,8 @@ def partial_distances(block: torch.Tensor, c_t: torch.Tensor, c_sq: torch.Tensor
     """‖c‖² − 2x·c for every row of `block` and column of `c_t` (D, k): the squared distance less ‖x‖²."""
     if c_t.dtype == torch.float32:
         return torch.addmm(c_sq[None], block, c_t, alpha=-2.0)
+    if block.device.type == "cpu":  # no aten::mm.dtype kernel: bfloat16-rounded inputs, float32 products
+        return torch.addmm(c_sq[None], block.to(c_t.dtype).float(), c_t.float(), alpha=-2.0)
     return c_sq[None] - 2.0 * torch.mm(block.to(c_t.dtype), c_t, out_dtype=torch.float32)
 
 
@@ -113,8 +125,8 @@ SELECTION_ITERATIONS = 10  # Lloyd iterations on the seeding subset that rank `n
 class _Bounds:
     """Per-frame assignment with Hamerly's bounds (distances, not squared)."""
 
-    def __init__(self, x: torch.Tensor, chunk: int):
-        self.x, self.chunk = x, chunk
+    def __init__(self, x: torch.Tensor, chunk: int, dtype: torch.dtype = torch.float32):
+        self.x, self.chunk, self.dtype = x, chunk, dtype
         self.x_sq = (x * x).sum(1)
         self.labels = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
         self.upper = torch.zeros(x.shape[0], dtype=torch.float32, device=x.device)
@@ -122,9 +134,8 @@ class _Bounds:
 
     def assign(self, rows: torch.Tensor, centroids: torch.Tensor) -> None:
         """Nearest and second-nearest centroid distances of `rows`, by matmul against all centroids."""
-        dtype = matmul_dtype(self.x.device)
         c_sq = (centroids * centroids).sum(1)
-        c_t = centroids.T.contiguous().to(dtype)
+        c_t = centroids.T.contiguous().to(self.dtype)
         second = 1 if centroids.shape[0] > 1 else 0
         for start in range(0, len(rows), self.chunk):
             index = rows[start : start + self.chunk]
@@ -158,13 +169,16 @@ def _cluster_sums(x: torch.Tensor, labels: torch.Tensor, k: int, chunk: int) -> 
     return sums, torch.bincount(labels, minlength=k)
 
 
-def lloyd(x: torch.Tensor, centroids: torch.Tensor, max_iter: int, tol: float, chunk: int) -> LloydResult:
+def lloyd(
+    x: torch.Tensor, centroids: torch.Tensor, max_iter: int, tol: float, chunk: int, dtype: torch.dtype = torch.float32
+) -> LloydResult:
     """Bounded Lloyd iterations from `centroids` until the objective falls by ≤ `tol` (relative) or `max_iter`.
 
-    An iteration re-assigns the frames (bounded) and moves every centroid to its cluster's mean.
+    An iteration re-assigns the frames (bounded) and moves every centroid to its cluster's mean;
+    `dtype` is the input precision of the assignment matmuls (`matmul_dtype`).
     """
     k = centroids.shape[0]
-    state = _Bounds(x, chunk)
+    state = _Bounds(x, chunk, dtype)
     state.assign(torch.arange(x.shape[0], device=x.device), centroids)
     sums, counts = _cluster_sums(x, state.labels, k, chunk)
     total = float(state.x_sq.double().sum())
@@ -233,12 +247,13 @@ def fit_kmeans(
     init_frames: int = 20_000,
     chunk: int = 8192,
     device: torch.device | str = "cpu",
+    matmul_precision: str = "auto",
 ) -> KMeansResult:
     """Fit k centroids to `frames` (N, D).
 
     `n_init` greedy k-means++ seedings on one seeded subset of `init_frames` frames (at least k;
     all frames when there are fewer); the best (see the module docstring) is refined by bounded
-    Lloyd on all frames.
+    Lloyd on all frames. `matmul_precision`: input precision of the Lloyd matmuls (`matmul_dtype`).
     """
     x = torch.as_tensor(frames).to(device=device, dtype=torch.float32)
     if x.ndim != 2 or x.shape[0] == 0:
@@ -248,7 +263,8 @@ def fit_kmeans(
     if k > x.shape[0]:
         raise KMeansError(f"k = {k} is larger than the {x.shape[0]} frames to fit; lower k or fit on more frames")
     offset = torch.zeros(x.shape[1], device=x.device)
-    if matmul_dtype(x.device) != torch.float32:  # low-precision matmuls lose less on centred frames
+    dtype = matmul_dtype(x.device, matmul_precision)
+    if dtype != torch.float32:  # low-precision matmuls lose less on centred frames
         offset = x.mean(0)
         x = x - offset
     generator = torch.Generator().manual_seed(seed)
@@ -259,8 +275,8 @@ def fit_kmeans(
     seeds = kmeans_plusplus(subset, k, generator)[0]
     if n_init > 1:  # rank the seedings by the subset objective after a few Lloyd iterations there
         seedings = [seeds] + [kmeans_plusplus(subset, k, generator)[0] for _ in range(n_init - 1)]
-        seeds = min(seedings, key=lambda start: lloyd(subset, start, SELECTION_ITERATIONS, tol, chunk).objective)
-    fit = lloyd(x, seeds, max_iter, tol, chunk)
+        seeds = min(seedings, key=lambda start: lloyd(subset, start, SELECTION_ITERATIONS, tol, chunk, dtype).objective)
+    fit = lloyd(x, seeds, max_iter, tol, chunk, dtype)
     _, dists = nearest(x, fit.centroids, chunk)
     centroids = (fit.centroids + offset).cpu().numpy()
     return KMeansResult(centroids, float(dists.double().sum()), fit.iterations, fit.converged)

@@ -93,12 +93,24 @@ def resolve_device(name: str) -> torch.device:
         raise TrainingError(f"config device '{name}' is not a valid torch device ({err})") from err
 
 
-def autocast(device: torch.device, precision: str = "auto"):
-    """bf16 autocast on CUDA (`auto` or `bf16`), fp16 when asked, plain fp32 otherwise."""
-    if device.type != "cuda" or precision == "fp32":
+def autocast_dtype(device_type: str, precision: str = "auto", *, allow_cpu: bool = False) -> torch.dtype | None:
+    """The autocast dtype of `precision` on `device_type`, None for plain fp32.
+
+    CUDA: `auto`/`bf16` → bfloat16, `fp16` → float16, `fp32` → None. Any other device runs fp32,
+    unless `allow_cpu` (tests and rehearsals) lets an explicit `bf16`/`fp16` autocast there too;
+    `auto` stays fp32 off CUDA either way.
+    """
+    if precision == "fp32" or (device_type != "cuda" and not (allow_cpu and precision in ("bf16", "fp16"))):
+        return None
+    return torch.float16 if precision == "fp16" else torch.bfloat16
+
+
+def autocast(device: torch.device, precision: str = "auto", *, allow_cpu: bool = False):
+    """bf16 autocast on CUDA (`auto` or `bf16`), fp16 when asked, plain fp32 otherwise (see `autocast_dtype`)."""
+    dtype = autocast_dtype(device.type, precision, allow_cpu=allow_cpu)
+    if dtype is None:
         return contextlib.nullcontext()
-    dtype = torch.float16 if precision == "fp16" else torch.bfloat16
-    return torch.autocast(device_type="cuda", dtype=dtype)
+    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def seed_everything(seed: int) -> None:
