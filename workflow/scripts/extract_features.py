@@ -1,7 +1,10 @@
 """Rule extract_features: hidden states of the GMP layers for every utterance of one fold → HDF5."""
 
+import os
+
 import use_workflow_library  # noqa: F401  (first: this workflow's gmptl, not an installed copy)
 
+from gmptl.gpu_slots import slot_for_job
 from gmptl.jobs import run_extraction
 from gmptl.recipes import write_recipe
 from gmptl.runtime import configure_torch, setup_logging
@@ -9,6 +12,8 @@ from gmptl.settings import RuntimeSettings
 
 if __name__ == "__main__":
     setup_logging(snakemake.log[0])
+    runtime = RuntimeSettings.from_config(snakemake.config, snakemake.threads)
+    slot = slot_for_job(runtime, os.environ)  # before CUDA is initialised; held until the job ends
     configure_torch(snakemake.threads)
     write_recipe(snakemake.params.recipe_file, snakemake.params.recipe)
     run_extraction(
@@ -19,5 +24,5 @@ if __name__ == "__main__":
         folds_path=snakemake.input.folds,
         model_dir=snakemake.input.model,
         out_path=snakemake.output.features,
-        runtime=RuntimeSettings.from_config(snakemake.config, snakemake.threads),
+        runtime=runtime,
     )

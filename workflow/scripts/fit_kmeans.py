@@ -1,7 +1,10 @@
 """Rule fit_kmeans: k-means of one layer at one k on a fold's training frames; labels for all frames."""
 
+import os
+
 import use_workflow_library  # noqa: F401  (first: this workflow's gmptl, not an installed copy)
 
+from gmptl.gpu_slots import slot_for_job
 from gmptl.jobs import run_kmeans
 from gmptl.recipes import write_recipe
 from gmptl.runtime import configure_torch, setup_logging
@@ -9,6 +12,8 @@ from gmptl.settings import GmpHead, RuntimeSettings
 
 if __name__ == "__main__":
     setup_logging(snakemake.log[0])
+    runtime = RuntimeSettings.from_config(snakemake.config, snakemake.threads)
+    slot = slot_for_job(runtime, os.environ)  # before CUDA is initialised; held until the job ends
     configure_torch(snakemake.threads)
     w = snakemake.wildcards
     write_recipe(snakemake.params.recipe_file, snakemake.params.recipe)
@@ -18,5 +23,5 @@ if __name__ == "__main__":
         features_path=snakemake.input.features,
         head=GmpHead(int(w.layer), int(w.k)),
         out_path=snakemake.output.labels,
-        runtime=RuntimeSettings.from_config(snakemake.config, snakemake.threads),
+        runtime=runtime,
     )

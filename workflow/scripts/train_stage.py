@@ -7,12 +7,14 @@ config, a full disk) is recorded beside the model folder, and the rule's retries
 (`gmptl.retry`); a time-out or a crash is retried and resumes.
 """
 
+import os
 from functools import partial
 
 import pandas as pd
 import use_workflow_library  # noqa: F401  (first: this workflow's gmptl, not an installed copy)
 
 from gmptl.corpus import read_manifest
+from gmptl.gpu_slots import slot_for_job
 from gmptl.jobs import run_training
 from gmptl.preflight import check_before_training
 from gmptl.recipes import from_json, write_recipe
@@ -49,5 +51,6 @@ def train(smk) -> None:
 if __name__ == "__main__":
     attempt = int(snakemake.resources.attempt)
     setup_logging(snakemake.log[0], attempt=attempt)
+    slot = slot_for_job(RuntimeSettings.from_config(snakemake.config), os.environ)  # before CUDA; held to the end
     job = {key: str(snakemake.wildcards[key]) for key in ("stage", "id", "fold")}
     run_attempt(partial(train, snakemake), marker=failure_marker(snakemake.output.model), attempt=attempt, identity=job)

@@ -26,6 +26,7 @@ global state.
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import getpass
 import logging
@@ -40,6 +41,7 @@ from pathlib import Path
 from typing import IO
 
 from .errors import GmptlError
+from .settings import RuntimeSettings
 
 log = logging.getLogger(__name__)
 
@@ -237,3 +239,25 @@ def wait_for_slot(
             said = True
         sleep(delay)
         delay = min(2 * delay, max_poll_s)
+
+
+def slot_for_job(runtime: RuntimeSettings, environ: MutableMapping[str, str]) -> Slot:
+    """The slot of one GPU job from its runtime settings (`gpus`, `jobs_per_gpu`, `gpu_lock_dir`,
+    `trust_scheduler`): none for `device: cpu` (unless GPUs are faked) or a pinned `cuda:N`, else
+    `acquire_slot`. Call before CUDA is initialised; hold the returned slot for the job's lifetime."""
+    device = runtime.device
+    if device.startswith("cuda:") or (device == "cpu" and environ.get(FAKE_GPUS) != "1"):
+        log.info("gpu slot: none taken (device %s)", device)
+        return Slot(None, None, "cpu")
+    slot = acquire_slot(
+        runtime.gpus, runtime.jobs_per_gpu, runtime.gpu_lock_dir, environ, trust_scheduler=runtime.trust_scheduler
+    )
+    if slot.lock_path is not None:
+        atexit.register(_release_at_exit, slot)
+    return slot
+
+
+def _release_at_exit(slot: Slot) -> None:
+    """Free the slot as the job's process ends and say so (its log then shows how long the slot was held)."""
+    slot.release()
+    log.info("gpu slot %s (slot %d) released", slot.device, slot.index)

@@ -238,6 +238,8 @@ class RuntimeSettings:
     threads: int = _RUNTIME["threads"]
     gpus: str | tuple[int, ...] = _RUNTIME["gpus"]
     jobs_per_gpu: int = _RUNTIME["jobs_per_gpu"]
+    gpu_lock_dir: str | None = _RUNTIME["gpu_lock_dir"]
+    trust_scheduler: bool = _RUNTIME["trust_scheduler"]
     extract_batch_seconds: float = _RUNTIME["extract_batch_seconds"]
     eval_batch_seconds: float = _RUNTIME["eval_batch_seconds"]
     kmeans_chunk_frames: int = _RUNTIME["kmeans_chunk_frames"]
