@@ -15,7 +15,6 @@ from gmptl.cache import load_config
 from gmptl.cli import main
 from gmptl.model import build_model
 from gmptl.plan import (
-    KNOWN_BACKBONES,
     backbone_shape,
     corpus_from_files,
     corpus_from_statistics,
@@ -99,8 +98,25 @@ def test_backbone_shape_comes_from_its_config_when_on_disk(tiny_backbone):
     assert shape.params == sum(p.numel() for p in model.parameters())
 
 
+@pytest.mark.parametrize(
+    ("name", "hidden", "layers", "params"),
+    [
+        ("facebook/hubert-base-ls960", 768, 12, 94_371_712),  # HubertModel of the hub config, counted once
+        ("facebook/hubert-large-ll60k", 1024, 24, 315_438_720),
+        ("microsoft/wavlm-large", 1024, 24, 315_453_120),
+    ],
+)
+def test_known_backbones_are_planned_without_their_files(name, hidden, layers, params):
+    shape = backbone_shape(name)
+    assert (shape.hidden, shape.layers, shape.params, shape.source) == (
+        hidden,
+        layers,
+        params,
+        "table of known backbones",
+    )
+
+
 def test_unknown_backbone_not_on_disk_is_one_clear_error(tmp_path):
-    assert backbone_shape("facebook/hubert-base-ls960").params == KNOWN_BACKBONES["facebook/hubert-base-ls960"].params
     from gmptl.errors import BackboneError
 
     with pytest.raises(BackboneError, match="not on disk and not in the table of known backbones"):
@@ -215,3 +231,45 @@ def test_cli_without_a_manifest_says_what_to_do(tmp_path, tiny_backbone, capsys)
     assert main(["plan", "--configfile", str(tmp_path / "plan.yaml"), "-d", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "results/manifest.tsv' does not exist" in err and "--utterances N --mean-seconds S" in err
+
+
+def test_gpu_memory_plan_on_the_paper_config_fits_24_gib(capsys):
+    assert main(["plan", "--utterances", "5531", "--mean-seconds", "4.556", "--gpu-mem", "24"]) == 0
+    out = capsys.readouterr().out
+    rows = re.findall(
+        r"^  (train_stage \w+|extract_features)\s+facebook/hubert-base-ls960\s+.*?([\d.]+)  (yes|NO.*)$", out, re.M
+    )
+    assert [job for job, _, _ in rows] == [
+        "train_stage mtl",
+        "train_stage stage1",
+        "train_stage stage2",
+        "extract_features",
+    ]
+    assert all(verdict == "yes" for _, _, verdict in rows)
+    assert all(1.0 < float(gib) < 24 for _, gib, _ in rows)
+
+
+def test_gpu_memory_plan_names_the_job_and_the_key_when_it_does_not_fit(tmp_path, capsys):
+    big = tmp_path / "big.yaml"
+    big.write_text("backbone: microsoft/wavlm-large\ntrain: {batch_size: 32, max_crop_s: 16.0}\n")
+    assert (
+        main(["plan", "--utterances", "5531", "--mean-seconds", "4.556", "--gpu-mem", "24", "--configfile", str(big)])
+        == 1
+    )
+    captured = capsys.readouterr()
+    assert re.search(r"train_stage mtl .*NO: lower mtl\.train\.batch_size \(or train\.batch_size\)", captured.out)
+    assert "train_stage mtl (microsoft/wavlm-large, batch 32 × 16 s) needs about" in captured.err
+    assert re.search(r"^  train_stage stage1 .*yes$", captured.out, re.M)  # stage 1 keeps its own batch of 8
+
+
+def test_gpu_memory_grows_with_batch_crop_and_precision():
+    from gmptl.gpumem import shape_from_config, training_memory
+    from gmptl.plan import backbone_config
+
+    shape = shape_from_config(backbone_config("facebook/hubert-base-ls960")[0])
+
+    def peak(**kw):
+        args = {"batch_size": 8, "crop_s": 8.0, "precision": "bf16", "freeze_feature_encoder": True, **kw}
+        return training_memory(shape, **args).total
+
+    assert peak(batch_size=16) > peak() and peak(crop_s=16.0) > peak() and peak(precision="fp32") > peak()

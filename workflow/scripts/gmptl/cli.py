@@ -137,8 +137,19 @@ def run_plan(args: argparse.Namespace) -> int:
         manifest = Path(args.manifest) if args.manifest else workdir / "results/manifest.tsv"
         folds = None if args.manifest else workdir / "results/folds.tsv"
         corpus = corpus_from_files(config, manifest, folds)
-    print(format_plan(make_plan(config, corpus)))
-    return 0
+    plan = make_plan(config, corpus, gpu_gib=args.gpu_mem)
+    print(format_plan(plan))
+    for row in plan.misfits:
+        log.error(
+            "%s (%s, %s) needs about %.1f GiB, more than the %g GiB GPU; lower %s",
+            row.job,
+            row.backbone,
+            row.setting,
+            row.estimate.total / 2**30,
+            args.gpu_mem,
+            row.lower,
+        )
+    return 1 if plan.misfits else 0
 
 
 def add_plan(subparsers) -> None:
@@ -156,6 +167,12 @@ def add_plan(subparsers) -> None:
     parser.add_argument("--manifest", metavar="PATH", help="a manifest.tsv to plan on")
     parser.add_argument("--utterances", type=int, metavar="N", help="plan from statistics: number of utterances")
     parser.add_argument("--mean-seconds", type=float, metavar="S", help="plan from statistics: mean duration")
+    parser.add_argument(
+        "--gpu-mem",
+        type=float,
+        metavar="GIB",
+        help="the GPU's memory: mark each job whose estimated peak does not fit, name the key to lower, exit 1",
+    )
     parser.set_defaults(run=run_plan)
 
 

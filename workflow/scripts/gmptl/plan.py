@@ -25,6 +25,7 @@ from .config import deployed_experiments, experiment_settings
 from .corpus import manifest_samples
 from .demo import demo_outputs
 from .errors import BackboneError, ConfigError
+from .gpumem import MemoryEstimate, extraction_memory, fits, shape_from_config, training_memory
 from .preflight import frames_of
 from .protocols import expected_fold_ids
 from .recipes import MODEL_KINDS, Stage, catalog, experiment_seeds, experiment_stages, seeded
@@ -53,12 +54,22 @@ class BackboneShape:
         return int(frames) if frames.ndim == 0 else frames
 
 
-# Hub ids whose shape is known without their files (parameters counted on transformers' HubertModel
-# built from the hub config: hubert-base-ls960 is HubertConfig's defaults; hubert-large-ll60k is hidden
-# 1024, 24 layers, 16 heads, feed-forward 4096, layer-norm conv encoder with bias, stable layer norm).
-KNOWN_BACKBONES = {
-    "facebook/hubert-base-ls960": BackboneShape(768, 12, 94_371_712, source="table of known backbones"),
-    "facebook/hubert-large-ll60k": BackboneShape(1024, 24, 315_438_720, source="table of known backbones"),
+# Hub ids whose config is known without their files: the published sizes, as transformers configs
+# (hubert-base-ls960 is HubertConfig's defaults; the large ones are hidden 1024, 24 layers, 16 heads,
+# feed-forward 4096, a layer-norm conv encoder and stable layer norm).
+LARGE = {
+    "hidden_size": 1024,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 16,
+    "intermediate_size": 4096,
+    "feat_extract_norm": "layer",
+    "do_stable_layer_norm": True,
+    "conv_bias": True,
+}
+KNOWN_CONFIGS = {
+    "facebook/hubert-base-ls960": ("hubert", {}),
+    "facebook/hubert-large-ll60k": ("hubert", LARGE),
+    "microsoft/wavlm-large": ("wavlm", {**LARGE, "conv_bias": False}),
 }
 
 
@@ -96,38 +107,64 @@ class DiskItem:
 
 
 @dataclass
+class MemoryRow:
+    """The estimated peak GPU memory of one kind of job, and whether it fits the GPU (`--gpu-mem`)."""
+
+    job: str  # e.g. "train_stage stage1", "extract_features"
+    backbone: str
+    setting: str  # the batch it was estimated at
+    estimate: MemoryEstimate
+    lower: str  # the keys to lower when it does not fit
+    fits: bool | None = None  # None: no GPU size given
+
+
+@dataclass
 class Plan:
     corpus: Corpus
     backbone: BackboneShape
     backbone_name: str
     jobs: list[JobCount] = field(default_factory=list)
     disk: list[DiskItem] = field(default_factory=list)
+    memory: list[MemoryRow] = field(default_factory=list)
+    gpu_gib: float | None = None
+
+    @property
+    def misfits(self) -> list[MemoryRow]:
+        return [row for row in self.memory if row.fits is False]
 
 
 # --- inputs ---------------------------------------------------------------------------------------
 
 
-def backbone_shape(name: str) -> BackboneShape:
-    """Hidden size, layers, parameters and convolution of a backbone: its config when on disk, else the table."""
+def backbone_config(name: str):
+    """(transformers config, where it was read) of a backbone: its own config when on disk, else the table."""
     from .backbone import load_backbone_config  # transformers loads only here
 
     try:
-        config = load_backbone_config(name)
+        return load_backbone_config(name), f"config of {name}"
     except BackboneError:
-        if name in KNOWN_BACKBONES:
-            return KNOWN_BACKBONES[name]
-        known = ", ".join(KNOWN_BACKBONES)
-        raise BackboneError(
-            f"backbone '{name}' is not on disk and not in the table of known backbones ({known}); "
-            "cache it or point config key 'backbone' at a save_pretrained folder"
-        ) from None
+        if name not in KNOWN_CONFIGS:
+            known = ", ".join(KNOWN_CONFIGS)
+            raise BackboneError(
+                f"backbone '{name}' is not on disk and not in the table of known backbones ({known}); "
+                "cache it or point config key 'backbone' at a save_pretrained folder"
+            ) from None
+    from transformers import AutoConfig
+
+    model_type, values = KNOWN_CONFIGS[name]
+    return AutoConfig.for_model(model_type, **values), "table of known backbones"
+
+
+def backbone_shape(name: str) -> BackboneShape:
+    """Hidden size, layers, parameters and convolution of a backbone (`backbone_config`)."""
+    config, source = backbone_config(name)
     return BackboneShape(
         hidden=int(config.hidden_size),
         layers=int(config.num_hidden_layers),
         params=count_parameters(config),
         conv_kernel=tuple(config.conv_kernel),
         conv_stride=tuple(config.conv_stride),
-        source=f"config of {name}",
+        source=source,
     )
 
 
@@ -244,8 +281,13 @@ def count_jobs(config: dict, plans: dict, folds: list[int]) -> list[JobCount]:
     counts: dict[tuple[str, str], int] = {}
     for job in jobs:
         counts[(job.rule, job.what)] = counts.get((job.rule, job.what), 0) + 1
-    gpu_first = sorted(counts.items(), key=lambda item: not RULES[item[0][0]].gpu)
-    return [JobCount(rule, what, n) for (rule, what), n in gpu_first]
+    rules, kinds = list(RULES), list(MODEL_KINDS)
+
+    def order(item):
+        (rule, what), _ = item
+        return (not RULES[rule].gpu, rules.index(rule), kinds.index(what) if what in kinds else 0)
+
+    return [JobCount(rule, what, n) for (rule, what), n in sorted(counts.items(), key=order)]
 
 
 def fold_frames(corpus: Corpus, shape: BackboneShape) -> dict[int, int]:
@@ -298,8 +340,75 @@ def estimate_disk(config: dict, plans: dict, corpus: Corpus, shape: BackboneShap
     ]
 
 
-def make_plan(config: dict, corpus: Corpus, shape: BackboneShape | None = None) -> Plan:
-    """Jobs and disk of the configured run on `corpus`."""
+def memory_precision(precision: str) -> str:
+    """The autocast precision a GPU job runs (`auto` is bf16 on CUDA)."""
+    return "bf16" if precision == "auto" else precision
+
+
+def _training_row(kind: str, stage: Stage, backbone: str, shape, precision: str) -> MemoryRow:
+    from .stages import stage_spec
+
+    recipe, heads = stage.typed, stage_spec(stage.typed).heads
+    cfg = recipe.train
+    frame_heads = tuple(heads.gmp_heads.values())
+    utterance_heads = int(heads.emotion_pooling is not None) + int(heads.gender_pooling is not None)
+    estimate = training_memory(
+        shape,
+        batch_size=cfg.batch_size,
+        crop_s=cfg.max_crop_s,
+        precision=precision,
+        freeze_feature_encoder=cfg.freeze_feature_encoder,
+        frame_heads=frame_heads,
+        utterance_heads=utterance_heads,
+        sample_rate=int(recipe.data.corpus["sample_rate"]),
+    )
+    lower = f"{kind}.train.batch_size (or train.batch_size), {kind}.train.max_crop_s"
+    if precision == "fp32":
+        lower += " (or set runtime.precision: bf16)"
+    setting = f"batch {cfg.batch_size} × {cfg.max_crop_s:g} s" + (f", k {sum(frame_heads)}" if frame_heads else "")
+    return MemoryRow(f"train_stage {kind}", backbone, setting, estimate, lower)
+
+
+def _extraction_row(stage: Stage, backbone: str, shape, precision: str, batch_seconds: float) -> MemoryRow:
+    layers = len(stage.typed.layers)
+    estimate = extraction_memory(
+        shape,
+        batch_seconds=batch_seconds,
+        precision=precision,
+        kept_layers=layers,
+        sample_rate=int(stage.typed.data.corpus["sample_rate"]),
+    )
+    lower = "runtime.extract_batch_seconds" + (" (or set runtime.precision: bf16)" if precision == "fp32" else "")
+    return MemoryRow("extract_features", backbone, f"{batch_seconds:g} s of audio, {layers} layer(s)", estimate, lower)
+
+
+def estimate_memory(config: dict, plans: dict, gpu_gib: float | None = None) -> list[MemoryRow]:
+    """Peak GPU memory of every distinct training and extraction job (`gmptl.gpumem`), against `gpu_gib`."""
+    precision = memory_precision(config["runtime"]["precision"])
+    shapes: dict[str, object] = {}
+    rows: dict[tuple, MemoryRow] = {}
+    for (name, _), stages in plans.items():
+        backbone = experiment_settings(config, name)["backbone"]
+        if backbone not in shapes:
+            shapes[backbone] = shape_from_config(backbone_config(backbone)[0])
+        for kind, stage in stages.items():
+            if kind in MODEL_KINDS:
+                row = _training_row(kind, stage, backbone, shapes[backbone], precision)
+            elif kind == "features":
+                batch_seconds = config["runtime"]["extract_batch_seconds"]
+                row = _extraction_row(stage, backbone, shapes[backbone], precision, batch_seconds)
+            else:
+                continue
+            rows.setdefault((row.job, row.backbone, row.setting), row)
+    jobs = [f"train_stage {kind}" for kind in MODEL_KINDS] + ["extract_features"]
+    rows = dict(sorted(rows.items(), key=lambda item: jobs.index(item[0][0])))
+    for row in rows.values():
+        row.fits = None if gpu_gib is None else fits(row.estimate, gpu_gib)
+    return list(rows.values())
+
+
+def make_plan(config: dict, corpus: Corpus, shape: BackboneShape | None = None, gpu_gib: float | None = None) -> Plan:
+    """Jobs, disk and GPU memory of the configured run on `corpus` (memory checked against `gpu_gib` when given)."""
     name = config["backbone"]
     shape = shape or backbone_shape(name)
     plans = experiment_plans(config)
@@ -309,6 +418,8 @@ def make_plan(config: dict, corpus: Corpus, shape: BackboneShape | None = None) 
         backbone_name=name,
         jobs=count_jobs(config, plans, list(corpus.folds)),
         disk=estimate_disk(config, plans, corpus, shape),
+        memory=estimate_memory(config, plans, gpu_gib),
+        gpu_gib=gpu_gib,
     )
 
 
@@ -339,12 +450,26 @@ def format_plan(plan: Plan) -> str:
         f"  {'GPU jobs, requested GPU hours':<53}{sum(j.jobs for j in gpu_jobs):>6}"
         f"{sum(j.gpu_hours for j in gpu_jobs):>8.1f}"
     )
-    limits = ", ".join(f"{rule} {rule_minutes(rule)} min" for rule in GPU_RULES)
-    lines.append(f"  (requested = the rules' time limits at the first attempt: {limits};")
-    lines.append(f"   a retried training job asks for {rule_minutes('train_stage')} × attempt)")
+    limits = ", ".join(f"{rule} {rule_minutes(rule)}" for rule in GPU_RULES)
+    lines.append("  (requested = the rules' time limits in minutes at the first attempt:")
+    lines.append(f"   {limits}; a retried training job asks for {rule_minutes('train_stage')} × attempt)")
     total = sum(i.bytes for i in plan.disk)
     lines += ["", f"  {'disk':<10}{'files':>7}{'size':>11}"]
     for item in plan.disk:
         lines.append(f"  {item.kind:<10}{item.files:>7}{human_bytes(item.bytes):>11}  {item.note}".rstrip())
     lines.append(f"  {'total':<10}{sum(i.files for i in plan.disk):>7}{human_bytes(total):>11}")
-    return "\n".join(lines)
+    return "\n".join(lines + format_memory(plan))
+
+
+def format_memory(plan: Plan) -> list[str]:
+    """The GPU-memory table: one row per kind of GPU job, with its verdict when a GPU size was given."""
+    if not plan.memory:
+        return []
+    against = f", against {plan.gpu_gib:g} GiB (+15 % for fragmentation)" if plan.gpu_gib is not None else ""
+    lines = ["", f"  peak GPU memory per job (estimate, gmptl.gpumem{against})"]
+    lines.append(f"  {'job':<24}{'backbone':<30}{'at':<28}{'GiB':>7}  fits")
+    for row in plan.memory:
+        verdict = "-" if row.fits is None else "yes" if row.fits else f"NO: lower {row.lower}"
+        gib = row.estimate.total / 2**30
+        lines.append(f"  {row.job:<24}{row.backbone[-29:]:<30}{row.setting:<28}{gib:>7.1f}  {verdict}")
+    return lines
