@@ -35,7 +35,7 @@ from gmptl.kmeans import fit_kmeans, nearest  # noqa: E402
 from gmptl.model import GmptlModel, HeadSpec  # noqa: E402
 from gmptl.settings import TrainSettings  # noqa: E402
 from gmptl.stages import StageSpec  # noqa: E402
-from gmptl.train import _update, forward_batch, make_optimizer, make_scheduler  # noqa: E402
+from gmptl.train import Optimisation, _update, forward_batch, make_optimizer, make_scheduler  # noqa: E402
 
 FULL = {"frames": 1_000_000, "dim": 768, "ks": (512, 4096), "kmeans_iter": 20, "audio_s": 120, "steps": 10}
 SMOKE = {"frames": 20_000, "dim": 64, "ks": (16, 64), "kmeans_iter": 5, "audio_s": 6, "steps": 2}
@@ -148,7 +148,7 @@ def faiss_row(x: np.ndarray, k: int, iterations: int, device: torch.device) -> N
 
 
 def train_settings() -> TrainSettings:
-    return TrainSettings(1, None, None, 8, 1, 5e-5, 1e-3, 0.01, 0.0, 5.0, 6.0, False, True)
+    return TrainSettings(1, None, None, 8, 1, 5e-5, 1e-3, 0.01, 0.0, 5.0, 6.0, False, True, "none", None)
 
 
 def training(device: torch.device, config: HubertConfig, steps: int, smoke: bool) -> None:
@@ -166,6 +166,7 @@ def training(device: torch.device, config: HubertConfig, steps: int, smoke: bool
         optimizer = make_optimizer(model, cfg)
         scheduler = make_scheduler(optimizer, steps + 1, 0.0)
         scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+        opt = Optimisation(optimizer, scheduler, scaler, None, steps + 1, steps + 1, cfg.max_grad_norm)
         frames = int(model.encoder.frame_lengths(torch.tensor([samples]))[0])
         batch = Batch(
             0.1 * torch.randn(batch_size, samples),
@@ -182,7 +183,7 @@ def training(device: torch.device, config: HubertConfig, steps: int, smoke: bool
             with runtime.autocast(device, precision, allow_cpu=smoke):
                 loss, _ = forward_batch(model, spec, batch, device, np.random.default_rng(step))
             scaler.scale(loss).backward()
-            _update(model, optimizer, scheduler, scaler, cfg)
+            _update(model, opt)
         sync(device)
         rate = steps / (time.perf_counter() - start)
         estimate = gpumem.training_memory(

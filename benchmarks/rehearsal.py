@@ -123,6 +123,8 @@ def train_settings(steps: int, crop_s: float) -> TrainSettings:
         max_crop_s=crop_s,
         balanced_sampling=False,
         freeze_feature_encoder=True,
+        class_weights="none",
+        specaugment=None,
     )
 
 

@@ -121,14 +121,24 @@ def test_readme_recipe_builds_the_manifest_of_its_format(tmp_path, name):
 
 
 @pytest.mark.slow
-def test_a_label_map_that_empties_a_class_stops_the_manifest(tmp_path):
+def test_a_label_map_of_another_corpus_stops_before_any_job(tmp_path):
     root = ravdess_tree(tmp_path / "RAVDESS", RAVDESS)
     iemocap_map = "{neu: neu, hap: hap, exc: hap, ang: ang, sad: sad}"  # what config.yaml used to set
     (tmp_path / "my.yaml").write_text(f"corpus: {{format: ravdess, root: {root}, label_map: {iemocap_map}}}\n")
     result = build(tmp_path, str(tmp_path / "my.yaml"))
     assert result.returncode != 0
-    sentence = "no utterance of class(es) ['neu', 'hap', 'ang'] of corpus.classes"
+    assert "config key 'corpus.label_map': no ravdess label maps to ['neu', 'hap', 'ang']" in result.output
+    assert not (tmp_path / "results" / "manifest.tsv").exists()
+
+
+def test_a_class_without_utterances_stops_the_manifest(tmp_path):
+    no_angry = [name for name in RAVDESS if name.split("-")[2] != "05"]
+    root = ravdess_tree(tmp_path / "RAVDESS", no_angry)
+    (tmp_path / "my.yaml").write_text(f"corpus: {{format: ravdess, root: {root}}}\n")
+    result = build(tmp_path, str(tmp_path / "my.yaml"))
+    assert result.returncode != 0
+    sentence = "no utterance of class(es) ['ang'] of corpus.classes"
     assert sentence in (tmp_path / "results" / "logs" / "build_manifest.log").read_text()
-    assert sentence in result.output and "labels dropped: angry 1, calm 1, happy 1, neutral 1" in result.output
+    assert sentence in result.output and "labels dropped: calm 1" in result.output
     assert not (tmp_path / "results" / "manifest.tsv").exists()
     assert not (tmp_path / "results" / "manifest_counts.tsv").exists()

@@ -41,7 +41,7 @@ from gmptl.kmeans import fit_kmeans, matmul_dtype, nearest, partial_distances
 from gmptl.model import HeadSpec, build_model
 from gmptl.settings import AudioSettings, TrainSettings
 from gmptl.stages import StageSpec
-from gmptl.train import _update, forward_batch, make_optimizer, make_scheduler
+from gmptl.train import Optimisation, _update, forward_batch, make_optimizer, make_scheduler
 
 CPU = torch.device("cpu")
 CLASSES = ["neu", "hap", "ang", "sad"]
@@ -191,6 +191,8 @@ def train_settings() -> TrainSettings:
         max_crop_s=1.0,
         balanced_sampling=False,
         freeze_feature_encoder=False,
+        class_weights="none",
+        specaugment=None,
     )
 
 
@@ -216,18 +218,23 @@ def stage_setup(stage: str, backbone: str) -> tuple[torch.nn.Module, StageSpec, 
     return model, spec, batches
 
 
+def optimisation(model, cfg: TrainSettings, total: int, scaler: torch.amp.GradScaler) -> Optimisation:
+    """The optimiser, schedule and scaler of `total` updates, as `train_stage` builds them."""
+    optimizer = make_optimizer(model, cfg)
+    scheduler = make_scheduler(optimizer, total, cfg.warmup_fraction)
+    return Optimisation(optimizer, scheduler, scaler, None, total, total, cfg.max_grad_norm)
+
+
 def training_losses(model, spec, batches, precision: str, scaler: torch.amp.GradScaler) -> list[float]:
     """The loss of each of a few updates, as `train_stage` makes them (autocast forward, scaled backward, `_update`)."""
-    cfg = train_settings()
-    optimizer = make_optimizer(model, cfg)
-    scheduler = make_scheduler(optimizer, len(batches), cfg.warmup_fraction)
+    opt = optimisation(model, train_settings(), len(batches), scaler)
     model.train()
     losses = []
     for step, batch in enumerate(batches):
         with runtime.autocast(CPU, precision, allow_cpu=True):
             loss, _ = forward_batch(model, spec, batch, CPU, np.random.default_rng(step))
         scaler.scale(loss).backward()
-        _update(model, optimizer, scheduler, scaler, cfg)
+        _update(model, opt)
         losses.append(float(loss.detach()))
     return losses
 
@@ -248,10 +255,8 @@ def test_a_few_training_steps_in_a_low_precision_mode_follow_fp32(mode, stage, t
 
 def test_the_fp16_grad_scaler_skips_a_step_with_an_inf_gradient_and_halves_its_scale(tiny_backbone):
     model, spec, batches = stage_setup("stage2", tiny_backbone)
-    cfg = train_settings()
-    optimizer = make_optimizer(model, cfg)
-    scheduler = make_scheduler(optimizer, 2, cfg.warmup_fraction)
     scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    opt = optimisation(model, train_settings(), 2, scaler)
     model.train()
 
     def step(poison: bool) -> dict[str, torch.Tensor]:
@@ -261,7 +266,7 @@ def test_the_fp16_grad_scaler_skips_a_step_with_an_inf_gradient_and_halves_its_s
         scaler.scale(loss).backward()
         if poison:
             next(p for p in model.parameters() if p.grad is not None).grad.view(-1)[0] = float("inf")
-        _update(model, optimizer, scheduler, scaler, cfg)
+        _update(model, opt)
         return before
 
     before = step(poison=False)
