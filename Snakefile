@@ -47,6 +47,14 @@ rule all:
         all_targets,
 
 
+onstart:
+    from gmptl.retry import clear_markers
+
+    clear_markers(
+        "results/cache"
+    )  # a new run tries every job again, whatever an earlier run recorded
+
+
 onsuccess:
     from gmptl.report import closing_summary
 

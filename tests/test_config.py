@@ -198,3 +198,20 @@ def test_a_label_map_of_another_corpus_is_a_config_error_before_any_job():
 def test_sessions_apply_to_iemocap_only():
     with pytest.raises(ConfigError, match="'corpus.sessions' applies to corpus.format iemocap only"):
         validate_config({"corpus": {"root": "/x", "format": "emodb", "sessions": [1, 2]}})
+
+
+def test_runtime_settings_are_never_an_experiment_override():
+    with pytest.raises(ConfigError, match=r"'experiments.a.runtime': runtime settings .* top-level runtime: section"):
+        validate_config({"corpus": {"root": "/x"}, "experiments": {"a": {"runtime": {"threads": 2}}}})
+
+
+def test_the_recipe_param_does_not_depend_on_the_order_of_keys_in_a_yaml_file():
+    from gmptl.recipes import experiment_stages
+
+    def stages(corpus):
+        config = validate_config({"corpus": corpus})
+        return experiment_stages(config, experiment_settings(config, "gmp_tl"))
+
+    one = stages({"root": "/x", "classes": ["neu", "hap", "ang", "sad"], "on_missing_audio": "error"})
+    other = stages({"on_missing_audio": "error", "classes": ["neu", "hap", "ang", "sad"], "root": "/x"})
+    assert all(repr(one[kind].recipe) == repr(other[kind].recipe) for kind in one)  # what Snakemake compares

@@ -186,3 +186,34 @@ def _no_count(environ) -> int:
 
 def _never(seconds: float) -> None:
     raise AssertionError("must not wait")
+
+
+def test_jobs_inside_one_multi_gpu_allocation_take_slots_among_its_gpus(tmp_path):
+    """One snakemake driving several jobs inside `sbatch --gpus=2`: each job sees both GPUs, so it takes a slot."""
+    from gmptl.gpu_slots import slot_for_job
+    from gmptl.settings import RuntimeSettings
+
+    runtime = RuntimeSettings(device="auto", gpu_lock_dir=str(tmp_path / "locks"))
+    allocation = {"SLURM_JOB_ID": "7", "SLURM_JOB_GPUS": "0,1", "CUDA_VISIBLE_DEVICES": "0,1", FAKE_GPUS: "1"}
+    first = slot_for_job(runtime, dict(allocation))
+    second = slot_for_job(runtime, dict(allocation))
+    assert {first.device, second.device} == {"0", "1"} and first.mode == second.mode == "fake"
+    first.release(), second.release()
+    own = slot_for_job(runtime, {"SLURM_JOB_ID": "8", "CUDA_VISIBLE_DEVICES": "3"})  # SLURM gave this job one GPU
+    assert (own.mode, own.device) == ("scheduler", "3")
+
+
+def test_cpu_and_pinned_devices_take_no_slot(tmp_path):
+    from gmptl.gpu_slots import slot_for_job
+    from gmptl.settings import RuntimeSettings
+
+    for device in ("cpu", "cuda:1"):
+        environ = {"CUDA_VISIBLE_DEVICES": "0,1"}
+        slot = slot_for_job(RuntimeSettings(device=device, gpu_lock_dir=str(tmp_path)), environ)
+        assert slot.mode == "cpu" and environ["CUDA_VISIBLE_DEVICES"] == "0,1"
+
+
+def test_the_lock_folder_falls_back_to_tmp_when_the_runtime_dir_is_missing():
+    from gmptl.gpu_slots import default_lock_dir
+
+    assert str(default_lock_dir({"XDG_RUNTIME_DIR": "/run/user/nobody-here"})).startswith("/tmp/gmptl-gpu-slots-")

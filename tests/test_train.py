@@ -24,6 +24,7 @@ from gmptl.config import experiment_settings, validate_config
 from gmptl.corpus import build_manifest
 from gmptl.errors import ConfigError, TrainingError
 from gmptl.folds import make_folds
+from gmptl.locks import OutputBusy
 from gmptl.recipes import experiment_stages
 from gmptl.settings import KMeansSettings, RuntimeSettings
 
@@ -548,6 +549,8 @@ def test_runtime_keys_never_change_a_recipe_but_training_length_does(tiny_backbo
         (ConfigError("config key 'gmp.layers' asks for layer(s) [7]"), True),
         (OSError(errno.ENOSPC, "No space left on device", "results/cache/x/state.pt.tmp"), True),
         (OSError(errno.EDQUOT, "Disk quota exceeded"), True),
+        (OutputBusy("another job (pid 12) is already writing 'x'"), False),  # ends when that job does
+        (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), True),  # same batch, same GPU
         (OSError(errno.EIO, "Input/output error"), False),
         (RuntimeError("CUDA error: an illegal memory access was encountered"), False),
         (MemoryError(), False),
@@ -710,3 +713,26 @@ def test_snakemake_retries_a_lost_node_but_only_reports_bad_input_without_a_gpu(
                                                                   "gpu=1 runtime=720"], lost  # fmt: skip
     assert "RuntimeError: node lost in attempt 1 (an unexpected error" in lost and "node lost in attempt 2" in lost
     assert (tmp_path / "out" / "lost_node").is_dir() and not (tmp_path / "out" / "lost_node.failed.json").exists()
+
+
+def test_a_new_run_clears_the_failure_markers_an_earlier_run_left(tmp_path):
+    from gmptl.retry import clear_markers, failure_marker, record_failure
+
+    marker = failure_marker(tmp_path / "cache/stage2/abc/fold1")
+    record_failure(marker, TrainingError("fold 1: the train split holds one gender only"), 1, {"fold": "1"})
+    keep = tmp_path / "cache/stage2/abc/fold1.resume/state.pt"
+    keep.parent.mkdir(parents=True)
+    keep.write_bytes(b"state")
+    assert clear_markers(tmp_path / "cache") == 1
+    assert not marker.exists() and keep.exists()
+    assert clear_markers(tmp_path / "nowhere") == 0
+
+
+def test_running_out_of_gpu_memory_is_one_sentence_naming_the_plan():
+    from gmptl.retry import GpuOutOfMemory, run_attempt
+
+    def work():
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    with pytest.raises(GpuOutOfMemory, match=r"ran out of memory .*gmptl plan --gpu-mem"):
+        run_attempt(work, marker="/nonexistent-dir-for-marker/x.failed.json", attempt=1, identity={})

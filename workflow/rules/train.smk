@@ -5,7 +5,7 @@
 #
 # Retries are for time limits and pre-emption (the job resumes, with a longer time limit). A
 # deterministic failure (bad input or config, a full disk) leaves <model>.failed.json beside the model
-# folder; a retry that finds it asks for no GPU and one minute, and only reports the failure again.
+# folder; a retry that finds it asks for no GPU, 4 GB and five minutes, and only reports the failure again.
 
 from gmptl.retry import AfterFailure
 

@@ -18,7 +18,7 @@ from gmptl.gpu_slots import slot_for_job
 from gmptl.jobs import run_training
 from gmptl.preflight import check_before_training
 from gmptl.recipes import from_json, write_recipe
-from gmptl.retry import failure_marker, run_attempt
+from gmptl.retry import failure_marker, reports_only, run_attempt
 from gmptl.runtime import configure_torch, setup_logging
 from gmptl.settings import RuntimeSettings
 
@@ -51,6 +51,8 @@ def train(smk) -> None:
 if __name__ == "__main__":
     attempt = int(snakemake.resources.attempt)
     setup_logging(snakemake.log[0], attempt=attempt)
-    slot = slot_for_job(RuntimeSettings.from_config(snakemake.config), os.environ)  # before CUDA; held to the end
+    marker = failure_marker(snakemake.output.model)
+    if not reports_only(marker, attempt):  # an attempt that only reports an earlier failure needs no GPU
+        slot = slot_for_job(RuntimeSettings.from_config(snakemake.config), os.environ)  # before CUDA; held to the end
     job = {key: str(snakemake.wildcards[key]) for key in ("stage", "id", "fold")}
-    run_attempt(partial(train, snakemake), marker=failure_marker(snakemake.output.model), attempt=attempt, identity=job)
+    run_attempt(partial(train, snakemake), marker=marker, attempt=attempt, identity=job)

@@ -147,6 +147,13 @@ def check_moved_keys(config: dict) -> None:
     for name, override in (config.get("experiments") or {}).items():
         if isinstance(override, dict):
             found += _moved_keys(override, f"experiments.{name}.")
+            if "runtime" in override:
+                raise ConfigError(
+                    f"config key 'experiments.{name}.runtime': runtime settings cannot change a result and are "
+                    "shared by every experiment; set them in the top-level runtime: section"
+                )
+    if isinstance(config.get("features"), dict) and not config["features"]:
+        raise ConfigError("config key 'features' is gone: its batch_seconds is now runtime.extract_batch_seconds")
     if found:
         old, new = found[0]
         raise ConfigError(

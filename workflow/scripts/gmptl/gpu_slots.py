@@ -81,7 +81,9 @@ class Slot:
 
 def default_lock_dir(environ: Mapping[str, str]) -> Path:
     """A per-host, per-user local directory for the slot locks: `$XDG_RUNTIME_DIR` (else /tmp)/gmptl-gpu-slots-…."""
-    base = environ.get("XDG_RUNTIME_DIR") or "/tmp"
+    base = environ.get("XDG_RUNTIME_DIR") or ""
+    if not (base and os.path.isdir(base) and os.access(base, os.W_OK)):  # SLURM may export the login node's
+        base = "/tmp"
     return Path(base) / f"gmptl-gpu-slots-{getpass.getuser()}-{socket.gethostname()}"
 
 
@@ -241,17 +243,23 @@ def wait_for_slot(
         delay = min(2 * delay, max_poll_s)
 
 
-def slot_for_job(runtime: RuntimeSettings, environ: MutableMapping[str, str]) -> Slot:
+def slot_for_job(runtime: RuntimeSettings, environ: MutableMapping[str, str], wanted: int = 1) -> Slot:
     """The slot of one GPU job from its runtime settings (`gpus`, `jobs_per_gpu`, `gpu_lock_dir`,
     `trust_scheduler`): none for `device: cpu` (unless GPUs are faked) or a pinned `cuda:N`, else
-    `acquire_slot`. Call before CUDA is initialised; hold the returned slot for the job's lifetime."""
+    `acquire_slot`. A job that the scheduler gave more GPUs than it `wanted` (one snakemake driving several
+    jobs inside one multi-GPU allocation) takes a slot among those. Call before CUDA is initialised; hold the
+    returned slot for the job's lifetime."""
     device = runtime.device
     if device.startswith("cuda:") or (device == "cpu" and environ.get(FAKE_GPUS) != "1"):
         log.info("gpu slot: none taken (device %s)", device)
         return Slot(None, None, "cpu")
-    slot = acquire_slot(
-        runtime.gpus, runtime.jobs_per_gpu, runtime.gpu_lock_dir, environ, trust_scheduler=runtime.trust_scheduler
-    )
+    gpus, trust = runtime.gpus, runtime.trust_scheduler
+    given = scheduler_gpus(environ) if trust else None
+    if given is not None and len(parse_visible(given)) > wanted:
+        log.info("gpu slot: the scheduler gave %s to several jobs; taking a slot among them", given)
+        visible = environ.get("CUDA_VISIBLE_DEVICES")
+        gpus, trust = (parse_visible(visible) if visible else "auto"), False
+    slot = acquire_slot(gpus, runtime.jobs_per_gpu, runtime.gpu_lock_dir, environ, trust_scheduler=trust)
     if slot.lock_path is not None:
         atexit.register(_release_at_exit, slot)
     return slot

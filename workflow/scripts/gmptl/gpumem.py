@@ -20,7 +20,9 @@ Training (`training_memory`), what the allocator holds at the end of the forward
                                           the default) keeps B·A·T fp32 log-sum-exps instead
                + Σ_i c_conv·C_i·L_i·a     conv encoder when trained: conv output and GELU output
                                           (c_conv = 2, plus one fp32 tensor per norm); frozen: nothing
-                                          kept, a transient of the two largest neighbouring layers
+                                          kept, a transient of the two largest neighbouring layers (of
+                                          one utterance for group-norm encoders, which gmptl runs one
+                                          utterance at a time; of the batch for layer-norm ones)
                + B·T·(2·C_last + H)·4     feature projection (layer norm in, linear in, out)
                + Σ_heads 3·4·B·T·k        stage-1 frame heads: fp32 logits, log-softmax, its gradient
                + B·T·H·4 per utterance head (pooling input)
@@ -169,8 +171,8 @@ def training_memory(
     params = shape.params + head_params
     trained = params - (shape.conv_params if freeze_feature_encoder else 0)
     weights = 4 * params + (a * params if a < 4 else 0)
-    if freeze_feature_encoder:
-        conv = conv_transient_bytes(shape, samples, a)  # one utterance's worth kept at a time
+    if freeze_feature_encoder:  # transient: group-norm encoders run one utterance at a time, layer-norm ones batched
+        conv = conv_transient_bytes(shape, (batch_size if shape.layer_norm_conv else 1) * samples, a)
     else:
         conv = conv_trained_bytes(shape, batch_size * samples, a)
     bt = batch_size * frames

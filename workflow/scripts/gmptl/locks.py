@@ -16,6 +16,10 @@ from pathlib import Path
 from .errors import TrainingError
 
 
+class OutputBusy(TrainingError):
+    """Another job holds the output's lock: transient (a retry after that job ends can pass)."""
+
+
 @contextlib.contextmanager
 def exclusive(target: str | Path) -> Iterator[None]:
     """Hold a lock on `<target>.lock` while a job writes `target`; a second job on the same output stops.
@@ -31,7 +35,7 @@ def exclusive(target: str | Path) -> Iterator[None]:
         except OSError as err:
             handle.seek(0)
             holder = handle.read().strip() or "unknown"
-            raise TrainingError(
+            raise OutputBusy(
                 f"another job (pid {holder}) is already writing '{target}' (lock '{lock_path}'); wait for it to "
                 "finish or stop it — two copies of one job would overwrite each other's resume state"
             ) from err

@@ -16,15 +16,17 @@ on a setting that would fail only after multi-task training and extraction.
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 
-from .backbone import load_backbone_config
 from .config import experiment_settings
 from .corpus import manifest_samples
-from .errors import BackboneError, ConfigError, CorpusError
+from .errors import ConfigError, CorpusError
 from .recipes import MODEL_KINDS, experiment_seeds, experiment_stages, seeded
 
 log = logging.getLogger(__name__)
@@ -82,13 +84,38 @@ def check_config(config: dict) -> None:
     checks = preflight_checks(config, experiments)
     rate = config["corpus"]["sample_rate"]
     for backbone in sorted({check["backbone"] for check in checks}):
-        try:
-            backbone_config = load_backbone_config(backbone)
-        except BackboneError:
+        backbone_config = config_on_disk(backbone)
+        if backbone_config is None:
             continue
         for check in (c for c in checks if c["backbone"] == backbone):
             _check_layers(check, int(backbone_config.num_hidden_layers), backbone)
             _check_crops(check, backbone_config, backbone, rate)
+
+
+def config_on_disk(name: str) -> SimpleNamespace | None:
+    """The sizes a backbone's config.json gives (layers, convolution), read as JSON without loading transformers
+    (this runs whenever the Snakefile is parsed): from a local folder, or from the Hugging Face cache; None when
+    neither has it (e.g. the demo's tiny backbone before its rule ran)."""
+    path = Path(name) / "config.json"
+    if not path.is_file():
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(name, "config.json")
+        except Exception:  # noqa: BLE001 - a name that is no hub id (e.g. a missing folder) is simply not on disk
+            return None
+        if not isinstance(cached, str):
+            return None
+        path = Path(cached)
+    try:
+        values = json.loads(path.read_text())
+        return SimpleNamespace(
+            num_hidden_layers=int(values["num_hidden_layers"]),
+            conv_kernel=list(values["conv_kernel"]),
+            conv_stride=list(values["conv_stride"]),
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # an unreadable config is reported by the job that loads the backbone
 
 
 def receptive_field(kernels: list[int], strides: list[int]) -> int:
@@ -125,6 +152,8 @@ def run_preflight(manifest: pd.DataFrame, folds: pd.DataFrame, checks: list[dict
     """Run `checks` against the manifest and folds; raise on the first problem, else return a report."""
     samples = manifest_samples(manifest, sample_rate)
     report = [f"{len(manifest)} utterances, {len(folds['fold'].unique())} folds"]
+    from .backbone import load_backbone_config  # torch and transformers load only here
+
     for backbone in sorted({check["backbone"] for check in checks}):
         config = load_backbone_config(backbone)
         layers = int(config.num_hidden_layers)

@@ -219,8 +219,18 @@ class Stage:
     typed: Recipe
 
 
+def canonical(value):
+    """`value` with every dict's keys sorted, all the way down: its repr (what Snakemake compares to decide a
+    params-triggered rerun) then depends on the settings alone, never on the order of keys in a YAML file."""
+    if isinstance(value, dict):
+        return {key: canonical(value[key]) for key in sorted(value)}
+    if isinstance(value, list | tuple):
+        return [canonical(item) for item in value]
+    return value
+
+
 def stage_of(recipe: Recipe) -> Stage:
-    text = recipe.to_json()
+    text = canonical(recipe.to_json())
     return Stage(recipe.kind, recipe_id(text), text, recipe)
 
 

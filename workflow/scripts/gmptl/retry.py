@@ -1,15 +1,16 @@
 """Retries that only retry what may pass next time.
 
 A rule's `retries:` is for failures a second attempt can get past (a time limit, a pre-empted or
-crashed node). A deterministic failure — bad input or config (any `GmptlError`: one gender in a
-training split, NaN audio, a too-short crop …) or a full disk or quota — fails the same way every
+crashed node, an output locked by another job). A deterministic failure — bad input or config (any `GmptlError`:
+one gender in a training split, NaN audio, a too-short crop …), a full disk or quota, a batch that does not fit
+the GPU — fails the same way every
 time, and on SLURM each attempt would hold a GPU again. Snakemake has no conditional retry, so:
 
-1. the job's first attempt clears any marker an earlier run left;
+1. the workflow's start (`onstart`) and the job's first attempt clear any marker an earlier run left;
 2. a deterministic failure writes a small JSON marker `<output>.failed.json` beside the output
    (undeclared, so Snakemake leaves it alone): message, error type, the job's identity, attempt;
 3. the rule's resources (`AfterFailure`, callables that Snakemake gives `attempt`) request no GPU and
-   one minute of a later attempt that finds the marker (`reports_only`);
+   a few minutes of a later attempt that finds the marker (`reports_only`); such an attempt takes no GPU slot;
 4. that attempt stops at once with the original sentence prefixed "not retried: ";
 5. a success clears the marker.
 """
@@ -20,12 +21,14 @@ import errno
 import json
 import logging
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 from .errors import GmptlError
+from .locks import OutputBusy
 
 log = logging.getLogger(__name__)
 MARKER_SUFFIX = ".failed.json"
@@ -35,6 +38,10 @@ Result = TypeVar("Result")
 
 class DiskFull(GmptlError):
     """The disk or the quota is full: every attempt would fail the same way."""
+
+
+class GpuOutOfMemory(GmptlError):
+    """The job's batch does not fit its GPU: every attempt on the same GPU would fail the same way."""
 
 
 class NotRetried(GmptlError):
@@ -47,14 +54,28 @@ def failure_marker(output: str | Path) -> Path:
 
 
 def is_deterministic(err: BaseException) -> bool:
-    """True for a failure that a retry would meet again: a gmptl error (bad input or config), a full disk or quota."""
-    if isinstance(err, GmptlError):
+    """True for a failure that a retry would meet again: a gmptl error (bad input or config), a full disk or quota,
+    running out of GPU memory (the same batch on the same GPU). An output locked by another running job is not:
+    a retry after that job ends can pass."""
+    if isinstance(err, OutputBusy):
+        return False
+    if isinstance(err, GmptlError) or _out_of_gpu_memory(err):
         return True
     return isinstance(err, OSError) and err.errno in DISK_ERRORS
 
 
+def _out_of_gpu_memory(err: BaseException) -> bool:
+    oom = getattr(sys.modules.get("torch"), "OutOfMemoryError", None)
+    return oom is not None and isinstance(err, oom)
+
+
 def one_sentence(err: BaseException) -> str:
     """The failure as the one sentence the log ends with."""
+    if _out_of_gpu_memory(err):
+        return (
+            f"the GPU ran out of memory ({str(err).splitlines()[0]}); `gmptl plan --gpu-mem GIB` estimates each "
+            "job's peak and names the key to lower (train.batch_size, train.max_crop_s, runtime.precision)"
+        )
     if isinstance(err, OSError) and err.errno in DISK_ERRORS:
         where = f" writing '{err.filename}'" if err.filename else ""
         return f"{DISK_ERRORS[err.errno]}{where}; free space (or raise the quota) and rerun the workflow"
@@ -82,6 +103,14 @@ def record_failure(marker: str | Path, err: BaseException, attempt: int, identit
 
 def clear_failure(marker: str | Path) -> None:
     Path(marker).unlink(missing_ok=True)
+
+
+def clear_markers(cache: str | Path) -> int:
+    """Remove every failure marker under the stage cache (at workflow start: a new run tries every job again)."""
+    markers = list(Path(cache).glob(f"**/*{MARKER_SUFFIX}")) if Path(cache).is_dir() else []
+    for marker in markers:
+        marker.unlink(missing_ok=True)
+    return len(markers)
 
 
 def reports_only(marker: str | Path, attempt: int) -> bool:
@@ -130,6 +159,8 @@ def run_attempt(work: Callable[[], Result], *, marker: str | Path, attempt: int,
             log.warning("could not record the failure in '%s' (%s)", marker, unwritten)
         if isinstance(err, GmptlError):
             raise
+        if _out_of_gpu_memory(err):
+            raise GpuOutOfMemory(one_sentence(err)) from err
         raise DiskFull(one_sentence(err)) from err
     clear_failure(marker)
     return result
