@@ -29,6 +29,7 @@ def test_demo_builds_every_contract_output(demo_run):
         "emotion",
         "dialog",
         "duration_s",
+        "samples",  # beside the contract columns: the length at corpus.sample_rate
     ]
     assert set(manifest["session"]) == {1, 2, 3} and set(manifest["emotion"]) == {"neu", "hap", "ang", "sad"}
     folds = pd.read_csv(results / "folds.tsv", sep="\t")

@@ -5,7 +5,6 @@ import os
 import use_workflow_library  # noqa: F401  (first: this workflow's gmptl, not an installed copy)
 
 from gmptl.gpu_slots import slot_for_job
-from gmptl.jobs import run_evaluation
 from gmptl.runtime import configure_torch, setup_logging
 from gmptl.settings import RuntimeSettings
 
@@ -13,6 +12,8 @@ if __name__ == "__main__":
     setup_logging(snakemake.log[0])
     runtime = RuntimeSettings.from_config(snakemake.config, snakemake.threads)
     slot = slot_for_job(runtime, os.environ)  # before CUDA is initialised; held until the job ends
+    from gmptl.jobs import run_evaluation  # torch loads only after the GPU slot is taken
+
     configure_torch(snakemake.threads)
     run_evaluation(
         manifest_path=snakemake.input.manifest,

@@ -2,22 +2,17 @@
 
 What a stage is (heads, losses, initial weights) is read from the recipe (`gmptl.recipes`, `gmptl.stages`);
 every path (initial model, GMP label files, outputs) from what Snakemake resolved; runtime settings
-(device, precision, threads) from the config's `runtime:` section. A deterministic failure (bad input or
-config, a full disk) is recorded beside the model folder, and the rule's retries only report it
-(`gmptl.retry`); a time-out or a crash is retried and resumes.
+(device, precision, threads) from the config's `runtime:` section. The job takes its GPU slot before torch
+loads. A deterministic failure (bad input or config, a full disk) is recorded beside the model folder, and
+the rule's retries only report it (`gmptl.retry`); a time-out or a crash is retried and resumes.
 """
 
 import os
 from functools import partial
 
-import pandas as pd
 import use_workflow_library  # noqa: F401  (first: this workflow's gmptl, not an installed copy)
 
-from gmptl.corpus import read_manifest
 from gmptl.gpu_slots import slot_for_job
-from gmptl.jobs import run_training
-from gmptl.preflight import check_before_training
-from gmptl.recipes import from_json, write_recipe
 from gmptl.retry import failure_marker, reports_only, run_attempt
 from gmptl.runtime import configure_torch, setup_logging
 from gmptl.settings import RuntimeSettings
@@ -25,6 +20,13 @@ from gmptl.settings import RuntimeSettings
 
 def train(smk) -> None:
     """Check the fold's data against the config, record the recipe, train the stage."""
+    import pandas as pd  # the heavy imports (torch, transformers) come after the GPU slot
+
+    from gmptl.corpus import read_manifest
+    from gmptl.jobs import run_training
+    from gmptl.preflight import check_before_training
+    from gmptl.recipes import from_json, write_recipe
+
     configure_torch(smk.threads)
     recipe = from_json(smk.params.recipe)
     w = smk.wildcards
@@ -53,6 +55,6 @@ if __name__ == "__main__":
     setup_logging(snakemake.log[0], attempt=attempt)
     marker = failure_marker(snakemake.output.model)
     if not reports_only(marker, attempt):  # an attempt that only reports an earlier failure needs no GPU
-        slot = slot_for_job(RuntimeSettings.from_config(snakemake.config), os.environ)  # before CUDA; held to the end
+        slot = slot_for_job(RuntimeSettings.from_config(snakemake.config), os.environ)  # held until the job ends
     job = {key: str(snakemake.wildcards[key]) for key in ("stage", "id", "fold")}
     run_attempt(partial(train, snakemake), marker=marker, attempt=attempt, identity=job)

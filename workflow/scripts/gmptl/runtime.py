@@ -1,4 +1,8 @@
-"""Process-level concerns in one place: logging, error reporting, device, precision and seeds."""
+"""Process-level concerns in one place: logging, error reporting, device, precision and seeds.
+
+torch is imported inside the functions that use it, so a job can set up its log and take its GPU slot
+(`gmptl.gpu_slots`) before torch loads.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .errors import GmptlError, TrainingError
 from .failures import storage_failure
@@ -80,6 +83,8 @@ def _report_uncaught(exc_type, exc, tb) -> None:
 
 def resolve_device(name: str) -> torch.device:
     """`auto` → CUDA when present, else CPU; `cuda`/`cuda:N` must exist; `cpu` always works."""
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -100,6 +105,8 @@ def autocast_dtype(device_type: str, precision: str = "auto", *, allow_cpu: bool
     unless `allow_cpu` (tests and rehearsals) lets an explicit `bf16`/`fp16` autocast there too;
     `auto` stays fp32 off CUDA either way.
     """
+    import torch
+
     if precision == "fp32" or (device_type != "cuda" and not (allow_cpu and precision in ("bf16", "fp16"))):
         return None
     return torch.float16 if precision == "fp16" else torch.bfloat16
@@ -107,6 +114,8 @@ def autocast_dtype(device_type: str, precision: str = "auto", *, allow_cpu: bool
 
 def autocast(device: torch.device, precision: str = "auto", *, allow_cpu: bool = False):
     """bf16 autocast on CUDA (`auto` or `bf16`), fp16 when asked, plain fp32 otherwise (see `autocast_dtype`)."""
+    import torch
+
     dtype = autocast_dtype(device.type, precision, allow_cpu=allow_cpu)
     if dtype is None:
         return contextlib.nullcontext()
@@ -115,6 +124,8 @@ def autocast(device: torch.device, precision: str = "auto", *, allow_cpu: bool =
 
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (CPU and CUDA) once, visibly."""
+    import torch
+
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -123,6 +134,8 @@ def seed_everything(seed: int) -> None:
 
 def configure_torch(threads: int) -> None:
     """Use `threads` CPU threads and keep transformers quiet (no progress bars in logs)."""
+    import torch
+
     torch.set_num_threads(max(1, threads))
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
