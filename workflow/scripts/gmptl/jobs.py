@@ -48,7 +48,7 @@ def check_frame_counts(data: Utterances, encoder, samples: pd.Series, source: st
     """GMP labels must have exactly as many frames as the model makes of each utterance (`samples`: by utt_id)."""
     if not data.frame_labels or not len(data):
         return
-    counts_of = samples.reindex(list(data.utt_ids)).to_numpy(np.int64)
+    counts_of = np.array(samples.reindex(list(data.utt_ids)), dtype=np.int64)
     frames = encoder.frame_lengths(torch.from_numpy(counts_of)).numpy()
     for name, labels in data.frame_labels.items():
         counts = np.asarray([len(x) for x in labels])
