@@ -50,8 +50,10 @@ TOLERANCE = {mode: 10 * u for mode, u in UNIT_ROUNDOFF.items()}
 MODES = ["bf16", "fp16"]
 # The fp16 grad scaler's initial scale in the comparisons. torch's default, 2¹⁶, overflows the fp16
 # gradients of the AM-Softmax stage (scale 30) here and skips its first three updates while it
-# calibrates (65536 → 8192), which the comparison with fp32 would count as error; 2¹⁰ skips none.
-SCALE = 2.0**10
+# calibrates (65536 → 8192), which the comparison with fp32 would count as error. 2¹⁰ skips none with
+# transformers 5.25 but one with 5.0 (the floor: its tiny HuBERT is initialised differently); 2⁴ skips
+# none with either.
+SCALE = 2.0**4
 
 
 def cpu_autocast(monkeypatch, module) -> None:
@@ -255,7 +257,7 @@ def test_a_few_training_steps_in_a_low_precision_mode_follow_fp32(mode, stage, t
 
 def test_the_fp16_grad_scaler_skips_a_step_with_an_inf_gradient_and_halves_its_scale(tiny_backbone):
     model, spec, batches = stage_setup("stage2", tiny_backbone)
-    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    scaler = torch.amp.GradScaler("cpu", init_scale=SCALE)
     opt = optimisation(model, train_settings(), 2, scaler)
     model.train()
 
@@ -271,10 +273,10 @@ def test_the_fp16_grad_scaler_skips_a_step_with_an_inf_gradient_and_halves_its_s
 
     before = step(poison=False)
     assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters())
-    assert scaler.get_scale() == 1024.0
+    assert scaler.get_scale() == SCALE
     before = step(poison=True)
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())  # skipped
-    assert scaler.get_scale() == 512.0
+    assert scaler.get_scale() == SCALE / 2  # halved
 
 
 # Inference --------------------------------------------------------------------------------------------
