@@ -163,7 +163,7 @@ def runs(exp):
 
 
 def run_folder(exp, seed, fold):
-    return f"results/{exp}/{recipes.run_name(seed, fold, len(SEEDS[exp]) > 1)}"
+    return workplan.run_folder(exp, seed, fold, len(SEEDS[exp]) > 1)
 
 
 def run_seed(wildcards):

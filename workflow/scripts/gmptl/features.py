@@ -19,6 +19,7 @@ from tqdm import tqdm
 from .audio import audio_info, load_audio, resampled_frames
 from .backbone import SpeechEncoder
 from .batching import length_batches
+from .corpus import manifest_samples
 from .errors import FeatureError
 from .fileio import atomic_path
 from .frames import Alignment
@@ -48,7 +49,7 @@ def expected_samples(paths: list[str], sample_rate: int) -> np.ndarray:
 def utterance_samples(table: pd.DataFrame, sample_rate: int) -> np.ndarray:
     """Samples of each utterance at `sample_rate`: the manifest's `samples` column, else from the headers."""
     if "samples" in table:
-        return np.array(table["samples"], dtype=np.int64)
+        return manifest_samples(table, sample_rate)
     return expected_samples(table["path"].tolist(), sample_rate)
 
 

@@ -12,7 +12,6 @@ rule files read their resources from it.
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 
 from .folds import DEPLOY_FOLD
@@ -69,11 +68,6 @@ class Job:
     experiment: str | None = None
     stage_id: str | None = None
     target: bool = True  # requested by `rule all`
-
-    @property
-    def gpu_hours(self) -> float:
-        """Requested GPU hours at the first attempt (0 for CPU rules)."""
-        return minutes(self.rule) / 60 if RULES[self.rule].gpu else 0.0
 
 
 def run_folder(experiment: str, seed: int, fold: int, several_seeds: bool) -> str:
@@ -169,7 +163,3 @@ def targets(jobs: list[Job]) -> list[str]:
     """The outputs `rule all` requests."""
     return [path for job in jobs if job.target for path in job.outputs]
 
-
-def job_counts(jobs: list[Job]) -> Counter:
-    """Jobs per rule (as `snakemake -n`'s job stats, without `all`)."""
-    return Counter(job.rule for job in jobs)
