@@ -156,3 +156,13 @@ def test_swapped_differences_equal_metrics_after_swapping_predictions():
         assert got[0, b, 1] == pytest.approx(e["war"] - r["war"])
         assert got[1, b, 1] == pytest.approx(e["uar"] - r["uar"])
         assert got[:, b, 0] == pytest.approx([0, 0])
+
+
+def test_holm_matches_the_step_down_definition():
+    """Holm by hand: sorted p (0.01, 0.02, 0.04, 0.3) times (4, 3, 2, 1), running max, capped at 1."""
+    from gmptl.stats import holm
+
+    adjusted = holm([0.04, 0.01, float("nan"), 0.3, 0.02])
+    np.testing.assert_allclose(adjusted[[1, 4, 0, 3]], [0.04, 0.06, 0.08, 0.3])
+    assert np.isnan(adjusted[2])
+    assert holm([0.5, 0.6]).tolist() == [1.0, 1.0]  # 2 × 0.5 and the running max of 0.6, capped

@@ -88,6 +88,21 @@ def paired_differences(
     return _difference_table(names, ref, observed, boot, perm, confidence)
 
 
+def holm(pvalues) -> np.ndarray:
+    """Holm's step-down adjustment of m p-values (family-wise error rate), in the input's order; NaN stays NaN.
+
+    Sorted ascending, p_(i) becomes max over j <= i of min(1, (m - j + 1) p_(j)), m counting only the non-NaN
+    p-values; so every adjusted p-value is at least its raw one.
+    """
+    p = np.asarray(pvalues, dtype=float)
+    adjusted = np.full_like(p, np.nan)
+    finite = np.flatnonzero(~np.isnan(p))
+    order = finite[np.argsort(p[finite], kind="stable")]
+    scaled = (len(order) - np.arange(len(order))) * p[order]
+    adjusted[order] = np.minimum(1.0, np.maximum.accumulate(scaled))
+    return adjusted
+
+
 def _aligned(correct: Mapping[str, pd.DataFrame], reference: str) -> dict[str, pd.DataFrame]:
     """Every experiment's table in the reference's row order; an error names experiments with other test sets."""
     base = correct[reference]
