@@ -204,7 +204,7 @@ def test_rule_files_take_their_resources_from_the_workplan():
         assert f'workplan.RULES["{rule}"].mem_mb' in resources, (rule, resources)
         assert re.search(rf'runtime=.*(workplan\.minutes\("{rule}"\)|train_runtime)', resources), (rule, resources)
         assert not re.search(r"(?<!reported)=\s*\d{2,}", resources), (rule, resources)  # no literal limits
-    local = re.search(r"^localrules:\n((?:    \w+,\n)+)", (ROOT / "Snakefile").read_text(), re.M).group(1)
+    local = re.search(r"^localrules:\n((?:    \w+,\n)+)", (ROOT / "workflow/Snakefile").read_text(), re.M).group(1)
     assert sorted(name.strip(" ,") for name in local.splitlines()) == sorted(LOCAL_RULES)
     assert RULES["train_stage"].minutes_grow_per_attempt
 

@@ -196,7 +196,7 @@ def test_workflow_lints_clean(tmp_path):
 
 
 def test_snakefiles_are_snakefmt_formatted():
-    files = [ROOT / "Snakefile", *sorted((ROOT / "workflow/rules").glob("*.smk"))]
+    files = [ROOT / "Snakefile", ROOT / "workflow/Snakefile", *sorted((ROOT / "workflow/rules").glob("*.smk"))]
     snakefmt = Path(sys.executable).with_name("snakefmt")
     result = subprocess.run([str(snakefmt), "--check", *map(str, files)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
