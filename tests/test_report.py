@@ -105,6 +105,63 @@ def test_comparison_leads_with_means_then_tests_then_pooled(comparison):
     assert row["uar_p"] < 0.001 and row["uar_diff_ci_low"] > 0.2
 
 
+def test_holm_adjusted_p_values_are_at_least_the_raw_ones_and_the_unit_is_stated(comparison):
+    tested = comparison[comparison["experiment"] != "baseline"]
+    for metric in ("war", "uar"):
+        assert (tested[f"{metric}_p_holm"] >= tested[f"{metric}_p"]).all()
+        # two comparisons: the smaller p doubles, the larger one is kept (or the doubled smaller, if larger)
+        low, high = sorted(tested[f"{metric}_p"])
+        assert sorted(tested[f"{metric}_p_holm"]) == pytest.approx([min(1, 2 * low), min(1, max(2 * low, high))])
+        assert comparison[f"{metric}_p_holm"].isna().tolist() == [True, False, False]
+    assert list(comparison.columns[-3:]) == ["reference", "unit", "n_clusters"]
+    assert set(comparison["unit"]) == {"utterance"} and set(comparison["n_clusters"]) == {600}
+
+
+def dialog_manifest(n=200, folds=(1, 2, 3), per_dialog=25) -> pd.DataFrame:
+    """The manifest rows of `write_runs`'s utterances: dialogues of `per_dialog` consecutive utterances."""
+    rows = [
+        {"utt_id": f"Ses0{fold}F_u{i:03d}", "dialog": f"Ses0{fold}_d{i // per_dialog}", "speaker": f"S{fold}{i % 2}"}
+        for fold in folds
+        for i in range(n)
+    ]
+    return pd.DataFrame(rows)
+
+
+def test_dialog_unit_counts_clusters_and_widens_the_interval_on_correlated_dialogues(tmp_path):
+    """Hits that come in dialogue blocks: resampling whole dialogues gives a wider CI than single utterances."""
+    rng = np.random.default_rng(3)
+    runs = {}
+    for name in ("ref", "exp"):
+        tables = {}
+        for fold in (1, 2, 3):
+            table = fold_predictions(fold, 200, 0.0, 1)
+            good = np.repeat(rng.random(8) < 0.5, 25)  # each dialogue all right or all wrong
+            table["predicted"] = np.where(good, table["true"], table["predicted"])
+            tables[(42, fold)] = table
+        runs[name] = tables
+    manifest = dialog_manifest()
+    by_utt = comparison_table(runs, CLASSES, resamples=2000, unit="utterance").set_index("experiment").loc["exp"]
+    by_dialog = comparison_table(runs, CLASSES, resamples=2000, unit="dialog", manifest=manifest)
+    row = by_dialog.set_index("experiment").loc["exp"]
+    assert row["unit"] == "dialog" and row["n_clusters"] == 24  # 8 dialogues in each of 3 folds
+    assert row["uar_diff"] == pytest.approx(by_utt["uar_diff"])  # same headline statistic
+    width = lambda r: r["uar_diff_ci_high"] - r["uar_diff_ci_low"]  # noqa: E731
+    assert width(row) > 2.5 * width(by_utt)  # 25 perfectly correlated utterances per dialogue: about √25 wider
+    speakers = comparison_table(runs, CLASSES, resamples=200, unit="speaker", manifest=manifest)
+    assert set(speakers["n_clusters"]) == {6}
+
+
+def test_clustered_unit_needs_every_test_utterance_in_the_manifest(tmp_path):
+    experiments = {"a": write_runs(tmp_path / "a", 0.6, n=200), "b": write_runs(tmp_path / "b", 0.7, n=200)}
+    with pytest.raises(EvaluationError, match="needs the manifest"):
+        comparison_table(experiments, CLASSES, resamples=10, unit="dialog")
+    manifest = dialog_manifest().iloc[1:]
+    with pytest.raises(EvaluationError, match="'Ses01F_u000' is not in the manifest"):
+        comparison_table(experiments, CLASSES, resamples=10, unit="dialog", manifest=manifest)
+    with pytest.raises(EvaluationError, match="stats.unit 'session' is not one of"):
+        comparison_table(experiments, CLASSES, resamples=10, unit="session", manifest=manifest)
+
+
 def test_reference_row_has_zero_difference_and_empty_cells_in_the_tsv(comparison, tmp_path):
     write_tsv(comparison, tmp_path / "comparison.tsv", float_format="%.6f")
     lines = (tmp_path / "comparison.tsv").read_text().splitlines()
@@ -127,13 +184,15 @@ def test_comparison_page_shows_intervals_p_values_and_a_sentence(comparison):
         assert f"{100 * value:+.2f}" in text
     assert f"{100 * row['uar_mean']:.2f} ± {100 * row['uar_std']:.2f}" in text
     assert "Significant at the 0.05 level, against baseline: gmp_tl has a higher UAR" in text
-    assert text.count('class="sig"') == 4  # gmp_tl's ΔUAR, ΔWAR and both p-values; 'same' is not significant
+    assert text.count('class="sig"') == 6  # gmp_tl's ΔUAR, ΔWAR, both p and both Holm p; 'same' is not significant
+    assert "p Holm (UAR)" in text and "resampling whole utterances within folds (600 utterances)" in text
     assert "same has" not in text
 
 
 def test_sentence_says_when_nothing_is_significant(comparison):
     assert significance_sentence(comparison[comparison["experiment"] != "gmp_tl"]) == (
-        "No experiment differs significantly from baseline in UAR or WAR at the 0.05 level."
+        "No experiment differs significantly from baseline in UAR or WAR at the 0.05 level "
+        "(Holm-adjusted for all comparisons)."
     )
 
 

@@ -166,3 +166,101 @@ def test_holm_matches_the_step_down_definition():
     np.testing.assert_allclose(adjusted[[1, 4, 0, 3]], [0.04, 0.06, 0.08, 0.3])
     assert np.isnan(adjusted[2])
     assert holm([0.5, 0.6]).tolist() == [1.0, 1.0]  # 2 × 0.5 and the running max of 0.6, capped
+
+
+def clustered_case():
+    """Two folds of 3 and 4 dialogues; the experiment beats the reference on some dialogues, loses on one."""
+    rng = np.random.default_rng(21)
+    rows = []
+    for fold, sizes in ((1, (5, 3, 6)), (2, (4, 4, 2, 5))):
+        for d, size in enumerate(sizes):
+            for i in range(size):
+                rows.append({"fold": fold, "utt_id": f"f{fold}d{d}u{i}", "dialog": f"f{fold}d{d}"})
+    table = pd.DataFrame(rows)
+    table["true"] = rng.choice(CLASSES, len(table))
+    edge = {"f1d0": 0.9, "f1d1": 0.2, "f1d2": 0.7, "f2d0": 0.8, "f2d1": 0.3, "f2d2": 0.9, "f2d3": 0.6}
+    right_e = rng.random(len(table)) < table["dialog"].map(edge)
+    right_r = rng.random(len(table)) < 0.4
+    wrong = np.array(CLASSES)[(np.array([CLASSES.index(c) for c in table["true"]]) + 1) % 4]
+    table["pred_e"] = np.where(right_e, table["true"], wrong)
+    table["pred_r"] = np.where(right_r, table["true"], wrong)
+    return table.set_index(["fold", "utt_id"])
+
+
+def mean_fold_metrics(table: pd.DataFrame, column: str) -> np.ndarray:
+    per_fold = [
+        classification_metrics(g["true"].to_numpy(), g[column].to_numpy(), CLASSES) for _, g in table.groupby("fold")
+    ]
+    return np.array([np.mean([m["war"] for m in per_fold]), np.mean([m["uar"] for m in per_fold])])
+
+
+def clustered_tables(table):
+    def one(column):
+        return table[["true"]].assign(correct=(table["true"] == table[column]).astype(float))
+
+    return {"r": one("pred_r"), "e": one("pred_e")}
+
+
+def test_cluster_permutation_p_matches_the_exact_enumeration_of_cluster_swaps():
+    """All 2^7 patterns of swapping whole dialogues, scored with classification_metrics: the exact p."""
+    import itertools
+
+    table = clustered_case()
+    dialogs = sorted(table["dialog"].unique())
+    observed = mean_fold_metrics(table, "pred_e") - mean_fold_metrics(table, "pred_r")
+    extreme = np.zeros(2)
+    for pattern in itertools.product([0, 1], repeat=len(dialogs)):
+        swapped = table["dialog"].isin([d for d, s in zip(dialogs, pattern, strict=True) if s])
+        t = table.assign(
+            pred_e=np.where(swapped, table["pred_r"], table["pred_e"]),
+            pred_r=np.where(swapped, table["pred_e"], table["pred_r"]),
+        )
+        extreme += np.abs(mean_fold_metrics(t, "pred_e") - mean_fold_metrics(t, "pred_r")) >= np.abs(observed) - 1e-12
+    exact = extreme / 2 ** len(dialogs)
+    result = paired_differences(clustered_tables(table), "r", CLASSES, resamples=20000, clusters=table["dialog"])
+    row = result.set_index("experiment").loc["e"]
+    assert [row["war_diff"], row["uar_diff"]] == pytest.approx(observed)
+    assert [row["war_p"], row["uar_p"]] == pytest.approx(exact, abs=0.01)  # Monte Carlo error ≈ 0.003
+    by_utterance = paired_differences(clustered_tables(table), "r", CLASSES, resamples=20000).set_index("experiment")
+    assert abs(by_utterance.loc["e", "uar_p"] - exact[1]) > 0.03  # the unit matters on this case
+
+
+def test_cluster_bootstrap_interval_matches_the_exact_enumeration_of_cluster_draws():
+    """All 3^3 × 4^4 ordered draws of whole dialogues within folds, each equally likely: the exact bootstrap
+    distribution; the interval's ends sit at its 2.5 % and 97.5 % quantiles."""
+    import itertools
+
+    table = clustered_case()
+    per_fold = {fold: sorted(g["dialog"].unique()) for fold, g in table.groupby("fold")}
+    fold_stats = {}
+    for fold, dialogs in per_fold.items():  # per fold: the statistic of every ordered draw
+        group = table[table.index.get_level_values("fold") == fold]
+        values = []
+        for draw in itertools.product(dialogs, repeat=len(dialogs)):
+            rows = np.concatenate([np.flatnonzero(group["dialog"].to_numpy() == d) for d in draw])
+            e = classification_metrics(group["true"].to_numpy()[rows], group["pred_e"].to_numpy()[rows], CLASSES)
+            r = classification_metrics(group["true"].to_numpy()[rows], group["pred_r"].to_numpy()[rows], CLASSES)
+            values.append(e["uar"] - r["uar"])
+        fold_stats[fold] = np.array(values)
+    exact = np.sort((fold_stats[1][:, None] + fold_stats[2][None, :]).ravel() / 2)
+    result = paired_differences(clustered_tables(table), "r", CLASSES, resamples=20000, clusters=table["dialog"])
+    row = result.set_index("experiment").loc["e"]
+    for end, level in ((row["uar_diff_ci_low"], 0.025), (row["uar_diff_ci_high"], 0.975)):
+        below, at_most = np.mean(exact < end - 1e-9), np.mean(exact <= end + 1e-9)
+        assert below - 0.01 <= level <= at_most + 0.01, (end, level, below, at_most)
+    utterance = paired_differences(clustered_tables(table), "r", CLASSES, resamples=20000).set_index("experiment")
+    assert abs(utterance.loc["e", "uar_diff_ci_high"] - row["uar_diff_ci_high"]) > 0.05  # the unit matters here
+
+
+def test_clusters_must_cover_every_test_utterance():
+    table = clustered_case()
+    with pytest.raises(EvaluationError, match="has no cluster"):
+        paired_differences(clustered_tables(table), "r", CLASSES, resamples=10, clusters=table["dialog"].iloc[1:])
+
+
+def test_single_utterance_clusters_give_the_utterance_unit_exactly():
+    table = clustered_case()
+    singletons = pd.Series(table.index.get_level_values("utt_id"), index=table.index)
+    clustered = paired_differences(clustered_tables(table), "r", CLASSES, resamples=500, seed=3, clusters=singletons)
+    plain = paired_differences(clustered_tables(table), "r", CLASSES, resamples=500, seed=3)
+    pd.testing.assert_frame_equal(clustered, plain)

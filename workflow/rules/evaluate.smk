@@ -126,6 +126,7 @@ rule plot_experiment:
 rule compare_experiments:
     input:
         predictions=all_run_predictions,
+        manifest="results/manifest.tsv",
     output:
         comparison=report(
             "results/comparison.tsv",
@@ -147,7 +148,6 @@ rule compare_experiments:
         classes=config["corpus"]["classes"],
         runs=all_run_keys,
         reference=reference_experiment(),
-        resamples=10000,
-        seed=0,
+        stats=config["stats"],
     script:
         "../scripts/compare_experiments.py"

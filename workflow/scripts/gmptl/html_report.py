@@ -58,8 +58,21 @@ def p_value(value: float) -> str:
 
 
 def significant(comparison: pd.DataFrame, metric: str, alpha: float) -> pd.Series:
-    """Which rows differ from the reference in `metric` at level `alpha` (p < alpha)."""
-    return comparison[f"{metric}_p"].lt(alpha)
+    """Which rows differ from the reference in `metric` at family-wise level `alpha` (Holm-adjusted p < alpha;
+    the raw p of a table written before the adjustment existed)."""
+    column = f"{metric}_p_holm" if f"{metric}_p_holm" in comparison else f"{metric}_p"
+    return comparison[column].lt(alpha)
+
+
+UNIT_WORDS = {"dialog": "dialogues", "speaker": "speakers", "utterance": "utterances"}
+
+
+def unit_sentence(comparison: pd.DataFrame) -> str:
+    """How the paired tests resampled, e.g. 'resampling whole dialogues within folds (20 dialogues)'."""
+    unit = str(comparison["unit"].iloc[0]) if "unit" in comparison else "utterance"
+    words = UNIT_WORDS.get(unit, unit)
+    count = f" ({int(comparison['n_clusters'].iloc[0])} {words})" if "n_clusters" in comparison else ""
+    return f"resampling whole {words} within folds{count}"
 
 
 def significance_sentence(comparison: pd.DataFrame, alpha: float = 0.05) -> str:
@@ -73,12 +86,16 @@ def significance_sentence(comparison: pd.DataFrame, alpha: float = 0.05) -> str:
                 f"{row['experiment']} has a {direction} {METRIC_NAMES[metric]} "
                 f"({percent(row[f'{metric}_diff'], signed=True)} points, 95 % CI "
                 f"[{percent(row[f'{metric}_diff_ci_low'], signed=True)}, "
-                f"{percent(row[f'{metric}_diff_ci_high'], signed=True)}], p = {p_value(row[f'{metric}_p'])})"
+                f"{percent(row[f'{metric}_diff_ci_high'], signed=True)}], p = {p_value(row[f'{metric}_p'])}"
+                + (f", Holm-adjusted p = {p_value(row[f'{metric}_p_holm'])}" if f"{metric}_p_holm" in row else "")
+                + ")"
             )
     if len(comparison) < 2:
         return f"Only {reference} was run, so there is nothing to compare it with."
     if not found:
-        return f"No experiment differs significantly from {reference} in UAR or WAR at the {alpha} level."
+        return f"No experiment differs significantly from {reference} in UAR or WAR at the {alpha} level" + (
+            " (Holm-adjusted for all comparisons)." if "uar_p_holm" in comparison else "."
+        )
     return f"Significant at the {alpha} level, against {reference}: " + "; ".join(found) + "."
 
 
@@ -89,7 +106,7 @@ def comparison_page(comparison: pd.DataFrame, alpha: float = 0.05) -> str:
     heads = ["experiment"]
     for metric in ("uar", "war"):
         name = METRIC_NAMES[metric]
-        heads += [f"{name} mean ± std", f"Δ{name} [95 % CI]", f"p ({name})"]
+        heads += [f"{name} mean ± std", f"Δ{name} [95 % CI]", f"p ({name})", f"p Holm ({name})"]
     heads += ["macro-F1 mean ± std", "UAR pooled", "WAR pooled", "seeds"]
     rows = [_comparison_row(row, reference, alpha) for _, row in comparison.iterrows()]
     n_folds = int(comparison["n_folds"].max())
@@ -97,10 +114,11 @@ def comparison_page(comparison: pd.DataFrame, alpha: float = 0.05) -> str:
         f"<p>{html.escape(significance_sentence(comparison, alpha))}</p>\n"
         + _table(heads, rows)
         + f"<p>Metrics in percent. <em>mean ± std</em>: over the {n_folds} folds (per-fold figures averaged over "
-        f"seeds); <em>pooled</em>: over all {int(comparison['n'].max())} test utterances. Δ: difference to "
-        f"{html.escape(str(reference))} in percentage points, with a 95 % paired bootstrap confidence interval "
-        "(utterances resampled within folds) and the p-value of a paired permutation test; highlighted where "
-        f"p &lt; {alpha}.</p>"
+        f"seeds; std with ddof 1); <em>pooled</em>: over all {int(comparison['n'].max())} test utterances. Δ: "
+        f"difference to {html.escape(str(reference))} in percentage points, with a 95 % paired bootstrap "
+        f"confidence interval and the p-value of a paired permutation test, both {unit_sentence(comparison)}; "
+        "<em>p Holm</em>: the p-value adjusted for all comparisons with the reference (Holm); highlighted where "
+        f"the Holm-adjusted p &lt; {alpha}.</p>"
     )
     return page("Comparison of experiments", body)
 
@@ -109,10 +127,12 @@ def _comparison_row(row: pd.Series, reference: str, alpha: float) -> tuple[str, 
     is_reference = row["experiment"] == reference
     cells = [_cell(row["experiment"] + (" (reference)" if is_reference else ""), "name")]
     for metric in ("uar", "war"):
-        mark = "sig" if row[f"{metric}_p"] < alpha else ""
+        holm_p = row.get(f"{metric}_p_holm", row[f"{metric}_p"])
+        mark = "sig" if holm_p < alpha else ""
         cells.append(_cell(f"{percent(row[f'{metric}_mean'])} ± {percent(row[f'{metric}_std'])}"))
         cells.append(_cell("—" if is_reference else _diff_text(row, metric), mark))
-        cells.append(_cell("" if is_reference else p_value(row[f"{metric}_p"]) + (" *" if mark else ""), mark))
+        cells.append(_cell("" if is_reference else p_value(row[f"{metric}_p"]), mark))
+        cells.append(_cell("" if is_reference else p_value(holm_p) + (" *" if mark else ""), mark))
     cells.append(_cell(f"{percent(row['macro_f1_mean'])} ± {percent(row['macro_f1_std'])}"))
     cells += [_cell(percent(row["uar_pooled"])), _cell(percent(row["war_pooled"])), _cell(row["n_seeds"])]
     return ("reference" if is_reference else "", cells)

@@ -17,7 +17,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from .fileio import atomic_path  # noqa: E402
 from .metrics import confusion, run_metrics, summarize_runs  # noqa: E402
-from .stats import EvaluationError, correctness, paired_differences  # noqa: E402
+from .stats import EvaluationError, cluster_counts, correctness, holm, paired_differences  # noqa: E402
 
 HEADLINE = ("war", "uar", "macro_f1")
 
@@ -26,6 +26,7 @@ Runs = Mapping[tuple[int, int], "str | Path | pd.DataFrame"]
 """Predictions of one experiment: (seed, fold) → that run's predictions.tsv (or its table)."""
 
 PREDICTION_COLUMNS = ("utt_id", "true", "predicted")
+UNITS = ("dialog", "speaker", "utterance")  # the resampling units of the paired tests (`stats.unit`)
 
 
 def keyed_runs(paths: Sequence[str], runs: Sequence[Sequence]) -> dict:
@@ -109,12 +110,17 @@ def comparison_table(
     reference: str | None = None,
     resamples: int = 10_000,
     seed: int = 0,
+    unit: str = "utterance",
+    manifest: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """One row per experiment: headline means over folds (and seeds) with their differences to the reference.
 
     Columns: experiment, n (test utterances), n_folds, n_seeds; <m>_mean and <m>_std for war, uar, macro_f1
     (over folds, see `summarize_runs`); for war and uar <m>_diff, <m>_diff_ci_low, <m>_diff_ci_high, <m>_p
-    against `reference` (default: the first experiment; method in `gmptl.stats`); then <m>_pooled.
+    against `reference` (default: the first experiment; method in `gmptl.stats`) and <m>_p_holm (Holm-adjusted
+    over every experiment compared with the reference); then <m>_pooled; then reference, unit (the resampling
+    unit: dialog, speaker or utterance) and n_clusters (test clusters of that unit over all folds).
+    `manifest` (utt_id, dialog, speaker) gives the clusters; it is needed unless unit is utterance.
     """
     reference = reference or next(iter(experiments))
     rows, correct = [], {}
@@ -123,12 +129,53 @@ def comparison_table(
         summary = summarize_runs(run_metrics(predictions, classes), predictions, classes).set_index("statistic")
         rows.append(_comparison_row(name, summary, int(predictions["seed"].nunique())))
         correct[name] = correctness(predictions)
-    differences = paired_differences(correct, reference, classes, resamples=resamples, seed=seed)
+    if reference not in correct:
+        raise EvaluationError(f"reference experiment '{reference}' is not among the compared {sorted(correct)}")
+    clusters = test_clusters(correct[reference].index, unit, manifest)
+    differences = paired_differences(
+        correct, reference, classes, resamples=resamples, seed=seed, clusters=None if unit == "utterance" else clusters
+    )
+    for metric in ("war", "uar"):
+        differences.insert(
+            differences.columns.get_loc(f"{metric}_p") + 1, f"{metric}_p_holm", holm(differences[f"{metric}_p"])
+        )
     table = pd.DataFrame(rows).merge(differences, on="experiment", how="left")
     tests = [c for c in differences.columns if c != "experiment"]
     pooled = [f"{metric}_pooled" for metric in HEADLINE]
     leading = [c for c in table.columns if c not in tests and c not in pooled]
-    return table[[*leading, *tests, *pooled]].assign(reference=reference)
+    counts = cluster_counts(clusters)
+    return table[[*leading, *tests, *pooled]].assign(reference=reference, unit=unit, n_clusters=sum(counts.values()))
+
+
+def test_clusters(index: pd.MultiIndex, unit: str, manifest: pd.DataFrame | None) -> pd.Series:
+    """The resampling cluster of every test utterance of `index` (fold, utt_id) for `unit`.
+
+    dialog: the manifest's dialog column (a corpus without dialogues has its speaker there); speaker: the
+    manifest's speaker column; utterance: each utterance. An unknown id ('Unknown' or empty) makes each of its
+    utterances its own cluster (they cannot be grouped honestly). Cluster ids are prefixed by their fold.
+    """
+    if unit not in UNITS:
+        raise EvaluationError(f"stats.unit '{unit}' is not one of {list(UNITS)}")
+    folds, utts = index.get_level_values("fold"), index.get_level_values("utt_id").astype(str)
+    if unit == "utterance":
+        ids = utts
+    else:
+        if manifest is None:
+            raise EvaluationError(f"stats.unit '{unit}' needs the manifest (its {unit} column) to group utterances")
+        missing_column = {"utt_id", unit} - set(manifest.columns)
+        if missing_column:
+            raise EvaluationError(f"the manifest lacks the column(s) {sorted(missing_column)} that stats.unit needs")
+        lookup = manifest.assign(utt_id=manifest["utt_id"].astype(str)).set_index("utt_id")[unit]
+        absent = utts[~utts.isin(lookup.index)]
+        if len(absent):
+            raise EvaluationError(
+                f"test utterance '{absent[0]}' is not in the manifest ({len(absent)} are not); "
+                "the predictions come from another corpus or manifest"
+            )
+        values = lookup.loc[utts].astype(str).to_numpy()
+        unknown = (values == "Unknown") | (values == "") | (values == "nan")
+        ids = np.where(unknown, "utt:" + utts.to_numpy(), values)
+    return pd.Series([f"{fold}/{cid}" for fold, cid in zip(folds, ids, strict=True)], index=index, name="cluster")
 
 
 def _comparison_row(name: str, summary: pd.DataFrame, n_seeds: int) -> dict:
@@ -271,8 +318,13 @@ def closing_summary(comparison_path: str | Path, experiments: Sequence[str], rep
         if name != row.get("reference") and pd.notna(row.get("uar_p")):
             low, high = 100 * row["uar_diff_ci_low"], 100 * row["uar_diff_ci_high"]
             diff = f"{100 * row['uar_diff']:+.2f} [{low:+.2f}, {high:+.2f}] p={row['uar_p']:.3g}"
+            if pd.notna(row.get("uar_p_holm")):
+                diff += f" (Holm {row['uar_p_holm']:.3g})"
             text += f"   ΔUAR vs {row['reference']} {diff}"
         lines.append(text)
+    if "unit" in table.columns:
+        unit, count = table["unit"].iloc[0], table["n_clusters"].iloc[0]
+        lines.append(f"  paired tests resample whole {unit} clusters within folds ({count} test clusters)")
     lines += [
         "  per experiment: results/<exp>/metrics/summary.tsv, metrics/folds.tsv, plots/, stages.tsv",
         f"  report: {report_hint}",

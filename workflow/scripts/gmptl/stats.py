@@ -9,15 +9,23 @@ Method (what `paired_differences` computes, for every experiment E against the r
    with c_E in place of 0/1 hits.
 2. **Statistic.** d = (mean over folds of E's per-fold metric) − (the same for R), metric WAR or UAR, where a
    fold's UAR is the mean recall over the classes present in that fold's test set.
-3. **Confidence interval: paired bootstrap, stratified by fold.** Each of B resamples draws, independently in
-   every fold, n_f utterances with replacement from that fold's n_f test utterances; the same draw is applied to
-   every experiment (pairing). d is recomputed on each resample (a class that a resample leaves without any
-   utterance drops out of that fold's UAR, as in the unresampled metric). The interval is the 2.5th and 97.5th
-   percentile of the B resampled differences (percentile bootstrap).
-4. **p-value: paired permutation test (approximate randomisation), stratified by fold.** Under the null
-   hypothesis that E and R are exchangeable, each utterance's pair (c_E(i), c_R(i)) is swapped with probability
-   1/2, independently of all other utterances, B times; d is recomputed after every swap pattern. The two-sided
-   p-value is (1 + #{|d_b| ≥ |d_observed|}) / (B + 1). Identical predictions give p = 1.
+3. **Unit: clusters.** The resampling unit is a cluster of test utterances (`clusters`): a dialogue or a
+   speaker, whose utterances are correlated, or the utterance itself (`clusters=None`). Whole clusters are drawn
+   or swapped, always within a fold (the folds are the strata), so the interval and the p-value speak about new
+   dialogues (speakers), not new utterances of the same dialogues.
+4. **Confidence interval: paired cluster bootstrap, stratified by fold.** Each of B resamples draws,
+   independently in every fold, m_f clusters with replacement from that fold's m_f clusters, and takes every
+   utterance of every drawn cluster (a cluster drawn twice counts twice); the same draw is applied to every
+   experiment (pairing). d is recomputed on each resample (a class that a resample leaves without any utterance
+   drops out of that fold's UAR, as in the unresampled metric). The interval is the 2.5th and 97.5th percentile
+   of the B resampled differences (percentile bootstrap).
+5. **p-value: paired permutation test (approximate randomisation), stratified by fold.** Under the null
+   hypothesis that E and R are exchangeable, the pairs (c_E(i), c_R(i)) of all utterances of a cluster are
+   swapped together with probability 1/2, independently of all other clusters, B times; d is recomputed after
+   every swap pattern. The two-sided p-value is (1 + #{|d_b| ≥ |d_observed|}) / (B + 1). Identical predictions
+   give p = 1.
+6. **Many comparisons.** `holm` adjusts the p-values of all experiments compared with one reference
+   (family-wise error rate, Holm's step-down method).
 
 Both are conditional on the trained models (the seeds' training variance is not resampled). Every draw comes
 from `numpy.random.default_rng(seed)`, so a rerun gives the same numbers; the work is a few matrix products per
@@ -55,11 +63,13 @@ def paired_differences(
     resamples: int = 10_000,
     seed: int = 0,
     confidence: float = 0.95,
+    clusters: pd.Series | None = None,
 ) -> pd.DataFrame:
     """One row per experiment: <metric>_diff, _diff_ci_low, _diff_ci_high, _p for WAR and UAR against `reference`.
 
-    `correct` maps each experiment to its `correctness` table. The reference's own row has diff 0 and NaN CI/p.
-    See the module docstring for the method.
+    `correct` maps each experiment to its `correctness` table. `clusters` gives the resampling cluster of every
+    test utterance (index fold, utt_id, as `correct`; e.g. its dialogue); None resamples single utterances. The
+    reference's own row has diff 0 and NaN CI/p. See the module docstring for the method.
     """
     if reference not in correct:
         raise EvaluationError(f"reference experiment '{reference}' is not among the compared {sorted(correct)}")
@@ -68,6 +78,7 @@ def paired_differences(
     true = np.asarray([classes.index(c) for c in aligned[reference]["true"]])
     hits = np.stack([aligned[name]["correct"].to_numpy(float) for name in names], axis=1)  # utterances × experiments
     folds = aligned[reference].index.get_level_values("fold").to_numpy()
+    labels = None if clusters is None else _cluster_labels(clusters, aligned[reference].index)
     observed = np.zeros((len(METRICS), len(names)))
     boot = np.zeros((len(METRICS), resamples, len(names)))
     perm = np.zeros((len(METRICS), resamples, len(names)))
@@ -77,15 +88,49 @@ def paired_differences(
         rows = folds == fold
         onehot = np.eye(len(classes))[true[rows]]
         fold_hits = hits[rows]
+        members = None if labels is None else membership(labels[rows])
+        units = rows.sum() if members is None else len(members)
         observed += _fold_metrics(np.ones((1, rows.sum())), onehot, fold_hits)[:, 0]
         for start in range(0, resamples, CHUNK):
             size = min(CHUNK, resamples - start)
-            boot[:, start : start + size] += _fold_metrics(_bootstrap_weights(rng, size, rows.sum()), onehot, fold_hits)
-            swaps = rng.integers(0, 2, size=(size, rows.sum())).astype(float)
+            weights = _expand(_bootstrap_weights(rng, size, units), members)
+            boot[:, start : start + size] += _fold_metrics(weights, onehot, fold_hits)
+            swaps = _expand(rng.integers(0, 2, size=(size, units)).astype(float), members)
             perm[:, start : start + size] += _swapped_differences(swaps, onehot, fold_hits, ref)
     n_folds = len(np.unique(folds))
     observed, boot, perm = observed / n_folds, boot / n_folds, perm / n_folds
     return _difference_table(names, ref, observed, boot, perm, confidence)
+
+
+def cluster_counts(clusters: pd.Series) -> dict[int, int]:
+    """Clusters per fold of a `clusters` series (index fold, utt_id), in fold order."""
+    return {int(fold): int(group.nunique()) for fold, group in clusters.groupby(level="fold", sort=True)}
+
+
+def membership(labels) -> np.ndarray:
+    """Clusters × utterances 0/1 matrix of a sequence of cluster labels (clusters in order of appearance)."""
+    codes, uniques = pd.factorize(np.asarray(labels, dtype=object))
+    return (codes[None, :] == np.arange(len(uniques))[:, None]).astype(float)
+
+
+def _expand(per_cluster: np.ndarray, members: np.ndarray | None) -> np.ndarray:
+    """Per-cluster draws (resamples × clusters) as per-utterance weights; None: the units are utterances."""
+    return per_cluster if members is None else per_cluster @ members
+
+
+def _cluster_labels(clusters: pd.Series, index: pd.MultiIndex) -> np.ndarray:
+    """The cluster of every utterance of `index`; an error names an utterance without one."""
+    missing = index.difference(clusters.index)
+    if len(missing):
+        fold, utt = missing[0]
+        raise EvaluationError(
+            f"test utterance '{utt}' (fold {fold}) has no cluster (dialog or speaker) in the manifest; "
+            f"{len(missing)} utterance(s) lack one — the predictions and the manifest do not match"
+        )
+    labels = clusters.loc[index]
+    if labels.isna().any():
+        raise EvaluationError(f"test utterance '{labels[labels.isna()].index[0][1]}' has an empty cluster id")
+    return labels.astype(str).to_numpy()
 
 
 def holm(pvalues) -> np.ndarray:
