@@ -230,6 +230,76 @@ def test_ablations_share_every_common_stage(tmp_path):
     assert counts["evaluate_fold"] == 5 * folds
 
 
+GRID = """
+grid:
+  base: gmp_tl
+  vary:
+    gmp.k: [[8], [8, 32]]
+    mtl.gender_weight: [0.0, 1.0]
+"""
+GRID_POINTS = (
+    "gmp_tl__k-8__gender_weight-0",
+    "gmp_tl__k-8__gender_weight-1",
+    "gmp_tl__k-8-32__gender_weight-0",
+    "gmp_tl__k-8-32__gender_weight-1",  # gmp_tl's own settings: it shares all of gmp_tl's stages
+)
+
+
+def test_a_2x2_grid_plans_four_experiments_sharing_every_common_stage(tmp_path):
+    plan = snakemake(tmp_path, "-n", configs=("demo.yaml", write_override(tmp_path, "grid", GRID)))
+    assert plan.returncode == 0, plan.output[-3000:]
+    for name in GRID_POINTS:
+        assert f"results/{name}/fold5/predictions.tsv" in plan.output
+    assert len(set(re.findall(r"results/(gmp_tl__[\w-]+)/fold\d/predictions\.tsv", plan.output))) == 4
+    folds = 5
+    # mtl and features: gender weight 1 (gmp_tl's) and 0; k-means: 2 mtl × 2 layers × k 8, 32 (k 8 alone shares
+    # them); stage 1: the 4 points (one is gmp_tl's); stage 2: finetune and the 4 points
+    per_fold = {"mtl": 2, "features": 2, "gmp": 8, "stage1": 4, "stage2": 5}
+    for kind, count in per_fold.items():
+        assert len(planned_outputs(plan.output, kind)) == count * folds, kind
+    counts = job_counts(plan.output)
+    assert counts["train_stage"] == (2 + 4 + 5) * folds and counts["fit_kmeans"] == 8 * folds
+    assert counts["evaluate_fold"] == 6 * folds and counts["ablation"] == 1
+    assert "results/ablation.tsv" in plan.output and "results/ablation.png" in plan.output
+
+
+def test_a_grid_run_writes_the_ablation_table_plot_and_report_page(demo_run, tmp_path):
+    """A 2 × 2 grid of stage-2 settings over a copy of the finished small demo: only stage 2 and what follows
+    run; results/ablation.tsv has one row per point with the differences to the base, tested."""
+    workdir, configs = demo_run
+    copy = tmp_path / "grid"
+    shutil.copytree(workdir, copy, symlinks=True)
+    grid = "grid:\n  base: gmp_tl\n  vary:\n    stage2.margin: [0.2, 0.3]\n    stage2.scale: [30.0, 20.0]\n"
+    configs = (*configs, write_override(copy, "grid", grid))
+    run = snakemake(copy, "--cores", "2", configs=configs)
+    assert run.returncode == 0, run.output[-4000:]
+    table = pd.read_csv(copy / "results" / "ablation.tsv", sep="\t")
+    assert table["experiment"].tolist() == [
+        "gmp_tl__margin-0p2__scale-30",
+        "gmp_tl__margin-0p2__scale-20",
+        "gmp_tl__margin-0p3__scale-30",
+        "gmp_tl__margin-0p3__scale-20",
+    ]
+    assert table["stage2.margin"].tolist() == [0.2, 0.2, 0.3, 0.3] and table["stage2.scale"].tolist()[:2] == [30, 20]
+    same = table.iloc[0]  # gmp_tl's own settings: the same models, so no difference and p = 1
+    assert same["uar_diff"] == 0 and same["uar_p"] == 1 and same["uar_diff_ci_low"] == same["uar_diff_ci_high"] == 0
+    comparison = pd.read_csv(copy / "results" / "comparison.tsv", sep="\t").set_index("experiment")
+    for _, row in table.iterrows():
+        assert row["uar_p_holm"] >= row["uar_p"] and row["war_p_holm"] >= row["war_p"]
+        assert row["uar_mean"] == pytest.approx(comparison.loc[row["experiment"], "uar_mean"], abs=1e-6)
+    assert set(table["base"]) == {"gmp_tl"} and set(table["unit"]) == {"dialog"}
+    assert set(table["n_clusters"]) == {12}  # 4 dialogues in each of the 3 test sessions
+    assert (copy / "results" / "ablation.png").stat().st_size > 10_000
+    page = (copy / "results" / "ablation.html").read_text()
+    assert page.count("<tr") == 5 and "p Holm (UAR)" in page and "resampling whole dialogues" in page
+    report = snakemake(copy, "--report", str(copy / "report.html"), configs=configs)
+    assert report.returncode == 0, report.output[-3000:]
+    from browser import report_items
+
+    items = report_items(copy / "report.html")
+    assert {"results/ablation.html", "results/ablation.png", "results/ablation.tsv"} <= set(items)
+
+
 def write_override(workdir: Path, name: str, text: str) -> str:
     path = workdir / f"{name}.yaml"
     path.write_text(text)
@@ -320,6 +390,7 @@ ABLATION_NAMES = ("finetune", "gmp_tl", "no_gender", "single_scale", "layer1")
         ("deploy", "deploy: true\n"),
         ("seeds", "seeds: [1, 2]\ndeploy: [gmp_tl]\n"),
         ("ablations", None),
+        ("grid", GRID),
     ],
 )
 def test_plan_counts_the_jobs_the_workflow_plans(tmp_path, name, override):

@@ -7,8 +7,8 @@
 # config and never trigger a rerun. The jobs themselves are enumerated once, by gmptl.workplan, which
 # `gmptl plan` uses too.
 
-from gmptl import recipes, workplan
-from gmptl.config import deployed_experiments, experiment_settings
+from gmptl import grid, recipes, workplan
+from gmptl.config import deployed_experiments, experiment_settings, grid_experiments
 from gmptl.corpus import CorpusSettings, corpus_fingerprint
 from gmptl.demo import demo_outputs
 from gmptl.folds import DEPLOY_FOLD
@@ -29,6 +29,7 @@ PLANS = {
 }
 STAGES = recipes.catalog(PLANS)
 DEPLOYED = deployed_experiments(config)
+GRID = grid_experiments(config)  # the points of the ablation grid (empty without `grid:`)
 DATA = recipes.data_recipe(config)
 # Fold ids known from the config (IEMOCAP sessions/speakers, kfold, predefined); None: read from
 # results/folds.tsv once the checkpoint make_folds has run (e.g. leave-one-speaker-out on RAVDESS).
@@ -256,6 +257,7 @@ def all_jobs():
         deployed=DEPLOYED,
         demo_corpus=CORPUS_ROOT if BUILDS.corpus else None,
         demo_backbone=config["backbone"] if BUILDS.backbone else None,
+        ablation=bool(GRID),
     )
 
 
@@ -267,3 +269,31 @@ def all_targets(wildcards):
 def job_attempt(wildcards, attempt):
     """The attempt number (1, 2 … with `retries:`) as a resource, so that the job's script can read it."""
     return attempt
+
+
+def grid_base():
+    """The experiment the ablation grid varies."""
+    return grid.grid_base(config["grid"], config["experiments"]) if GRID else None
+
+
+def ablation_names():
+    """The base, then every grid point: the experiments of results/ablation.tsv."""
+    return list(dict.fromkeys([grid_base(), *(point.name for point in GRID)]))
+
+
+def ablation_run_keys(wildcards):
+    """[experiment, seed, fold] of each predictions file of the ablation, in input order."""
+    return [[exp, seed, fold] for exp in ablation_names() for seed, fold in runs(exp)]
+
+
+def ablation_predictions(wildcards):
+    return [
+        f"{run_folder(exp, seed, fold)}/predictions.tsv"
+        for exp in ablation_names()
+        for seed, fold in runs(exp)
+    ]
+
+
+def ablation_points():
+    """[name, {dotted key: value}] of every grid point (plain lists, as rule params)."""
+    return [[point.name, point.values] for point in GRID]

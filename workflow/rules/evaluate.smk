@@ -151,3 +151,40 @@ rule compare_experiments:
         stats=config["stats"],
     script:
         "../scripts/compare_experiments.py"
+
+
+rule ablation:
+    input:
+        predictions=ablation_predictions,
+        manifest="results/manifest.tsv",
+    output:
+        table=report(
+            "results/ablation.tsv",
+            caption="../report/ablation.rst",
+            category="ablation",
+            labels={"table": "ablation grid (TSV)"},
+        ),
+        html=report(
+            "results/ablation.html",
+            caption="../report/ablation.rst",
+            category="ablation",
+            labels={"table": "ablation grid"},
+        ),
+        plot=report(
+            "results/ablation.png",
+            caption="../report/ablation.rst",
+            category="ablation",
+            labels={"figure": "ablation grid"},
+        ),
+    log:
+        "results/logs/ablation.log",
+    conda:
+        ENV
+    params:
+        classes=config["corpus"]["classes"],
+        runs=ablation_run_keys,
+        base=grid_base(),
+        points=ablation_points(),
+        stats=config["stats"],
+    script:
+        "../scripts/summarize_ablation.py"

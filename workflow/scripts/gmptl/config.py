@@ -14,6 +14,7 @@ import jsonschema
 import yaml
 
 from .errors import ConfigError
+from .grid import grid_base, grid_points, with_values
 from .schema import load_schema
 from .settings import GmpHead
 
@@ -108,6 +109,8 @@ def validate_config(config: dict, schema: dict | None = None) -> dict:
     filled = _validate(config, schema)
     _check_corpus(filled["corpus"], filled["folds"], filled["demo"])
     _check_demo(filled["demo"])
+    if filled.get("grid"):
+        filled["experiments"] = expand_grid(filled, schema)
     if filled.get("compare_to") and filled["compare_to"] not in filled["experiments"]:
         raise ConfigError(
             f"config key 'compare_to': no experiment named '{filled['compare_to']}' "
@@ -121,6 +124,43 @@ def validate_config(config: dict, schema: dict | None = None) -> dict:
     for name in filled["experiments"]:
         experiment_settings(filled, name, schema)
     return filled
+
+
+GRID_PROBE = "<grid>"  # the name under which a single varied value is validated
+
+
+def expand_grid(config: dict, schema: dict | None = None) -> dict:
+    """`experiments` with one experiment per point of `config['grid']` added after the written ones (`gmptl.grid`).
+
+    Each varied value is validated on its own first, so an error names it (`grid.vary.<key>[i]`). A point whose
+    name is already an experiment must have the same settings (a config expanded before expands the same).
+    """
+    experiments = dict(config["experiments"])
+    points = grid_points(config["grid"], experiments)
+    base_override = experiments[grid_base(config["grid"], experiments)] or {}
+    for key, values in config["grid"]["vary"].items():
+        for i, value in enumerate(values):
+            probe = {**config, "experiments": {GRID_PROBE: with_values(base_override, {key: value})}}
+            try:
+                experiment_settings(probe, GRID_PROBE, schema)
+            except ConfigError as error:
+                reason = str(error).replace(f"experiments.{GRID_PROBE}.", "").removeprefix("config: ")
+                raise ConfigError(f"config key 'grid.vary.{key}[{i}]' ({value!r}): {reason}") from None
+    for point in points:
+        if point.name in experiments and experiments[point.name] != point.override:
+            raise ConfigError(
+                f"config key 'grid': its experiment '{point.name}' is also written under experiments: with other "
+                "settings; rename that experiment"
+            )
+        experiments[point.name] = point.override
+    return experiments
+
+
+def grid_experiments(config: dict) -> list:
+    """The grid's points (`gmptl.grid.GridPoint`) of a validated config; empty without a grid."""
+    if not config.get("grid"):
+        return []
+    return grid_points(config["grid"], config["experiments"])
 
 
 def _moved_keys(values: dict, prefix: str) -> list[tuple[str, str]]:

@@ -277,6 +277,7 @@ def count_jobs(config: dict, plans: dict, folds: list[int]) -> list[JobCount]:
         deployed=deployed_experiments(config),
         demo_corpus=config["corpus"]["root"] if builds.corpus else None,
         demo_backbone=config["backbone"] if builds.backbone else None,
+        ablation=bool(config.get("grid")),
     )
     counts: dict[tuple[str, str], int] = {}
     for job in jobs:

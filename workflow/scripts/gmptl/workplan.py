@@ -43,6 +43,7 @@ RULES = {
     "summarize_experiment": Rule(local=True),
     "plot_experiment": Rule(local=True),
     "compare_experiments": Rule(local=True),
+    "ablation": Rule(local=True),
     "deploy_model": Rule(),
     "all": Rule(local=True),
 }
@@ -128,12 +129,14 @@ def workflow_jobs(
     deployed: list[str],
     demo_corpus: str | None,
     demo_backbone: str | None,
+    ablation: bool = False,
 ) -> list[Job]:
     """Every job of the workflow, each once.
 
     `plans`: the stages of every (experiment, seed) run; `seeds`: each experiment's seeds (first: the deploy
     seed); `folds`: the fold ids; `deployed`: experiments also trained on all data (fold 0);
-    `demo_corpus` / `demo_backbone`: the paths the demo rules build, None when not built.
+    `demo_corpus` / `demo_backbone`: the paths the demo rules build, None when not built; `ablation`: whether
+    the config has a grid (its table, plot and page).
     """
     jobs = []
     if demo_corpus:
@@ -156,10 +159,14 @@ def workflow_jobs(
         jobs += _experiment_jobs(name, seeds[name], folds)
     jobs += [Job("deploy_model", "deploy model", (f"results/{name}/deploy",), experiment=name) for name in deployed]
     jobs.append(Job("compare_experiments", "comparison", ("results/comparison.tsv", "results/comparison.html")))
+    if ablation:
+        jobs.append(Job("ablation", "ablation grid", ABLATION_OUTPUTS))
     return jobs
+
+
+ABLATION_OUTPUTS = ("results/ablation.tsv", "results/ablation.html", "results/ablation.png")
 
 
 def targets(jobs: list[Job]) -> list[str]:
     """The outputs `rule all` requests."""
     return [path for job in jobs if job.target for path in job.outputs]
-
