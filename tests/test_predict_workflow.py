@@ -62,3 +62,64 @@ def test_deploy_builds_a_model_on_all_data_that_predict_prefers(demo_run):
     result = gmptl(workdir, "predict", "--model", "results/finetune", *manifest["path"][:2])
     assert result.returncode == 0, result.stderr[-3000:]
     assert "deploy" in result.stderr and len(result.stdout.splitlines()) == 3
+
+
+def session1_list(workdir: Path) -> pd.DataFrame:
+    manifest = pd.read_csv(workdir / "results" / "manifest.tsv", sep="\t")
+    session1 = manifest[manifest["session"] == 1]
+    (workdir / "session1.txt").write_text("\n".join(session1["path"]) + "\n")
+    return session1
+
+
+def test_an_onnx_export_of_fold_1_reproduces_fold_1s_predictions(demo_run, tmp_path):
+    pytest.importorskip("onnxruntime")
+    workdir, _ = demo_run
+    session1 = session1_list(workdir)
+    out = tmp_path / "fold1_onnx"
+    export = gmptl(workdir, "export", "results/gmp_tl", "--fold", "1", "--to", "onnx", str(out))
+    assert export.returncode == 0, export.stderr[-3000:]
+    assert {"model.onnx", "gmptl-onnx.json", "README.md"} <= {p.name for p in out.iterdir()}
+    result = gmptl(workdir, "predict", "--model", str(out), "-o", "onnx.tsv", "@session1.txt")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "ONNX export" in result.stderr
+    expected = pd.read_csv(workdir / "results" / "gmp_tl" / "fold1" / "predictions.tsv", sep="\t")
+    got = pd.read_csv(workdir / "onnx.tsv", sep="\t")
+    got["utt_id"] = got["path"].map(dict(zip(session1["path"], session1["utt_id"], strict=True)))
+    got, expected = got.set_index("utt_id").sort_index(), expected.set_index("utt_id").sort_index()
+    assert list(got.index) == list(expected.index) and len(got) > 0
+    assert got["predicted"].tolist() == expected["predicted"].tolist()
+    scores = [c for c in expected.columns if c.startswith("score_")]
+    np.testing.assert_allclose(got[scores].to_numpy(), expected[scores].to_numpy(), atol=1e-4, rtol=0)
+    card = (out / "README.md").read_text()
+    folds = pd.read_csv(workdir / "results" / "gmp_tl" / "metrics" / "folds.tsv", sep="\t").set_index("fold")
+    assert f"| 1 (this model) | {int(folds.loc[1, 'n'])} | {100 * folds.loc[1, 'war']:.2f} |" in card
+
+
+def test_a_transformers_export_of_fold_1_gives_fold_1s_top_labels_through_the_stock_pipeline(demo_run, tmp_path):
+    from transformers import pipeline
+
+    from gmptl.audio import load_audio
+
+    workdir, _ = demo_run
+    session1 = session1_list(workdir)
+    out = tmp_path / "fold1_hf"
+    export = gmptl(workdir, "export", "results/gmp_tl", "--fold", "1", "--to", "transformers", str(out))
+    assert export.returncode == 0, export.stderr[-3000:]
+    classify = pipeline("audio-classification", model=str(out))
+    expected = pd.read_csv(workdir / "results" / "gmp_tl" / "fold1" / "predictions.tsv", sep="\t").set_index("utt_id")
+    for _, row in session1.iterrows():
+        wave = load_audio(str(workdir / row["path"]), 16000, "convert")
+        top = classify({"raw": wave, "sampling_rate": 16000}, top_k=1)[0]["label"]
+        assert top == expected.loc[row["utt_id"], "predicted"], row["utt_id"]
+    card = (out / "README.md").read_text()
+    summary = pd.read_csv(workdir / "results" / "gmp_tl" / "metrics" / "summary.tsv", sep="\t").set_index("statistic")
+    assert f"{100 * summary.loc['mean', 'uar']:.2f} ± {100 * summary.loc['std', 'uar']:.2f}" in card
+    assert "library_name: transformers" in card and "stage1 " in card  # the stages it was built from, by id
+
+
+def test_the_deploy_model_folder_carries_a_model_card(demo_run):
+    workdir, _ = demo_run
+    card = (workdir / "results" / "finetune" / "deploy" / "README.md").read_text()
+    assert card.startswith("---\n") and "library_name: gmptl" in card
+    assert "all of the corpus's data" in card and "gmptl predict --model results/finetune" in card
+    assert (workdir / "results" / "finetune" / "deploy" / "model.json").is_file()

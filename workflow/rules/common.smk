@@ -182,6 +182,12 @@ def deploy_stage2(wildcards):
     return recipes.model_dir("stage2", stage.id, DEPLOY_FOLD)
 
 
+def deploy_stage_ids(wildcards):
+    """Stage → recipe id of the deploy model's stages (its model card names them)."""
+    plan = PLANS[(wildcards.exp, SEEDS[wildcards.exp][0])]
+    return {kind: stage.id for kind, stage in plan.items()}
+
+
 def stage2_model(wildcards):
     stage = PLANS[(wildcards.exp, run_seed(wildcards))]["stage2"]
     return recipes.model_dir("stage2", stage.id, run_fold(wildcards))

@@ -18,12 +18,17 @@ rule record_stages:
 rule deploy_model:
     input:
         model=deploy_stage2,
+        folds="results/{exp}/metrics/folds.tsv",
+        summary="results/{exp}/metrics/summary.tsv",
+        comparison="results/comparison.tsv",
     output:
         model=directory("results/{exp}/deploy"),
     log:
         "results/logs/{exp}/deploy.log",
     conda:
         ENV
+    params:
+        stage_ids=deploy_stage_ids,
     script:
         "../scripts/deploy_model.py"
 

@@ -78,6 +78,33 @@ def add_predict(subparsers) -> None:
     parser.set_defaults(run=run_predict)
 
 
+def run_export(args: argparse.Namespace) -> int:
+    from .export import export_model  # torch, transformers and onnx load only when a command needs them
+
+    out = export_model(args.model, args.to, args.out, fold=args.fold)
+    log.info("wrote '%s' (its README.md is the model card)", out)
+    return 0
+
+
+def add_export(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "export",
+        help="a trained model as one ONNX graph or a stock transformers model, with a model card",
+        description=(
+            "Export a model folder, or an experiment's results folder (its deploy/ model, or fold N's model with "
+            "--fold), into the folder OUT: --to onnx writes model.onnx (raw 16 kHz audio to class scores, dynamic "
+            "batch and length) for onnxruntime and `gmptl predict --model OUT`; --to transformers writes a folder "
+            "that transformers.pipeline('audio-classification', model=OUT) loads with stock classes. Each folder "
+            "gets a README.md model card."
+        ),
+    )
+    parser.add_argument("model", metavar="MODEL", help="a model folder or an experiment's results folder")
+    parser.add_argument("--to", required=True, choices=["onnx", "transformers"], help="the export format")
+    parser.add_argument("out", metavar="OUT", help="the folder to write (replaced when it exists)")
+    parser.add_argument("--fold", type=int, metavar="N", help="with a results folder: export fold N's model")
+    parser.set_defaults(run=run_export)
+
+
 def run_cache(args: argparse.Namespace) -> int:
     from .cache import cache_entries, delete_entry, format_entries, human_bytes, load_config, unused_entries
 
@@ -176,7 +203,7 @@ def add_plan(subparsers) -> None:
     parser.set_defaults(run=run_plan)
 
 
-COMMANDS: list[Callable] = [add_predict, add_cache, add_plan]
+COMMANDS: list[Callable] = [add_predict, add_export, add_cache, add_plan]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -40,8 +40,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def copy_folder(source: str | os.PathLike, target: str | os.PathLike) -> None:
-    """Copy a folder atomically, hard-linking files where the filesystem allows (no extra disk)."""
+def copy_folder(source: str | os.PathLike, target: str | os.PathLike, extra: dict[str, str] | None = None) -> None:
+    """Copy a folder atomically, hard-linking files where the filesystem allows (no extra disk); `extra` adds
+    text files (name → content) to the copy."""
 
     def link_or_copy(src, dst):
         try:
@@ -51,6 +52,9 @@ def copy_folder(source: str | os.PathLike, target: str | os.PathLike) -> None:
 
     with atomic_path(target) as tmp:
         shutil.copytree(source, tmp, copy_function=link_or_copy)
+        for name, text in (extra or {}).items():
+            (tmp / name).unlink(missing_ok=True)  # never write through a hard link into the source
+            (tmp / name).write_text(text, encoding="utf-8")
 
 
 def write_tsv(frame: pd.DataFrame, path: str | os.PathLike, float_format: str | None = None) -> None:

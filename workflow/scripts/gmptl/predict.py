@@ -44,6 +44,7 @@ from .batching import length_batches
 from .errors import AudioError, BackboneError, ConfigError, TrainingError
 from .model import GmptlModel, min_samples
 from .model_folder import load_model
+from .onnx_model import OnnxScorer, is_onnx_folder
 from .runtime import autocast, resolve_device
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,7 @@ class Predictor:
     sample_rate: int
     min_samples: int
     description: str
+    onnx: OnnxScorer | None = None  # an exported ONNX folder, scored with onnxruntime instead of `models`
 
 
 def fold_models(exp_dir: Path) -> dict[int, Path]:
@@ -116,6 +118,10 @@ def find_models(model: str | Path, fold: int | None = None) -> tuple[list[Path],
     of all its fold models (listed in its stages.tsv).
     """
     path = Path(model)
+    if is_onnx_folder(path):
+        if fold is not None:
+            raise ConfigError(f"--fold picks a model of an experiment's results folder; '{path}' is one ONNX export")
+        return [path], f"the ONNX export '{path}' (onnxruntime)"
     if (path / "model.json").is_file():
         if fold is not None:
             raise ConfigError(f"--fold picks a model of an experiment's results folder; '{path}' is one model folder")
@@ -152,6 +158,8 @@ def load_predictor(model: str | Path, fold: int | None = None) -> Predictor:
     """Load the model(s) `model` stands for (see `find_models`); they must agree on classes and rate."""
     folders, description = find_models(model, fold)
     log.info("using %s", description)
+    if is_onnx_folder(folders[0]):
+        return onnx_predictor(folders[0], description)
     models, first = [], None
     for folder in folders:
         loaded, meta = load_model(folder)
@@ -167,6 +175,20 @@ def load_predictor(model: str | Path, fold: int | None = None) -> Predictor:
     warn_if_demo_models(folders)
     classes, rate = first[1]
     return Predictor(models, list(classes), rate, max(min_samples(m.encoder) for m in models), description)
+
+
+def onnx_predictor(folder: Path, description: str) -> Predictor:
+    """A `Predictor` scoring with the exported graph in `folder` (onnxruntime)."""
+    scorer = OnnxScorer.load(folder)
+    info = scorer.description
+    if ((info.get("source") or {}).get("backbone_source") or {}).get("tiny_demo_model"):
+        log.warning(
+            "!!! the ONNX export '%s' descends from gmptl's tiny RANDOMLY INITIALISED demo backbone: the scores say "
+            "nothing about real recordings !!!",
+            folder,
+        )
+    rate, shortest = int(info["sample_rate"]), int(info["min_samples"])
+    return Predictor([], list(info["classes"]), rate, shortest, description, scorer)
 
 
 def read_list(path: str) -> list[str]:
@@ -267,6 +289,8 @@ class Recording:
 @torch.no_grad()
 def ensemble_probs(predictor: Predictor, waves: list[np.ndarray], device: torch.device, precision: str) -> np.ndarray:
     """Mean over the predictor's models of the softmax of the emotion scores, one row per wave."""
+    if predictor.onnx is not None:
+        return predictor.onnx.probs(waves)
     lengths = torch.tensor([len(w) for w in waves])
     batch = torch.nn.utils.rnn.pad_sequence([torch.from_numpy(w) for w in waves], batch_first=True).to(device)
     total = torch.zeros(len(waves), len(predictor.classes), device=device)
