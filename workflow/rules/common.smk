@@ -29,7 +29,9 @@ PLANS = {
 }
 STAGES = recipes.catalog(PLANS)
 DEPLOYED = deployed_experiments(config)
-GRID = grid_experiments(config)  # the points of the ablation grid (empty without `grid:`)
+GRID = grid_experiments(
+    config
+)  # the points of the ablation grid (empty without `grid:`)
 DATA = recipes.data_recipe(config)
 # Fold ids known from the config (IEMOCAP sessions/speakers, kfold, predefined); None: read from
 # results/folds.tsv once the checkpoint make_folds has run (e.g. leave-one-speaker-out on RAVDESS).
