@@ -368,3 +368,70 @@ def test_a_class_emptied_by_skipped_audio_stops_and_counts_the_skip(tmp_path):
 def test_a_rare_class_is_kept(tmp_path):
     manifest = manifest_of(emodb_tree(tmp_path / "emodb"), "emodb")  # one utterance per class
     assert manifest["emotion"].value_counts().to_dict() == {"hap": 1, "ang": 1, "sad": 1, "neu": 1}
+
+
+# --- the corpus fingerprint of every format ----------------------------------------------------
+
+
+def fingerprint_tree(root, corpus_format):
+    """(settings, an audio file the reader reads, its label file or None) of a small tree of `corpus_format`."""
+    from conftest import balanced_sessions, write_tree
+
+    if corpus_format == "iemocap":
+        write_tree(root, balanced_sessions(n_sessions=2, per_class=1), seconds=0.3)
+        audio = sorted(root.glob("Session1/sentences/wav/*/*.wav"))[0]
+        return (
+            settings(root, "iemocap", sessions=[1, 2]),
+            audio,
+            sorted(root.glob("Session1/dialog/EmoEvaluation/*.txt"))[0],
+        )
+    if corpus_format == "ravdess":
+        ravdess_tree(root, RAVDESS)
+        return settings(root, "ravdess"), root / "Actor_01" / RAVDESS[0], None
+    if corpus_format == "crema_d":
+        crema_tree(root, CREMA)
+        return settings(root, "crema_d"), root / "AudioWAV" / CREMA[0], root / "VideoDemographics.csv"
+    if corpus_format == "msp_podcast":
+        msp_tree(root)
+        return (
+            settings(root, "msp_podcast"),
+            root / "Audios" / "MSP-PODCAST_0001_0008.wav",
+            root / "Labels" / "labels_consensus.csv",
+        )
+    if corpus_format == "emodb":
+        emodb_tree(root)
+        return settings(root, "emodb"), root / "wav" / EMODB[0], None
+    table_tree(root, TABLE)
+    return settings(root, "table", table="labels.tsv"), root / "a" / "u1.wav", root / "labels.tsv"
+
+
+@pytest.mark.parametrize("corpus_format", ["iemocap", "ravdess", "crema_d", "msp_podcast", "emodb", "table"])
+def test_every_readers_fingerprint_follows_its_audio_and_label_files(tmp_path, corpus_format):
+    """A replaced (other size), added or removed audio file, and an edited label file, change the fingerprint;
+    touching files does not (copying a corpus must not retrain everything)."""
+    import os
+
+    from gmptl.corpus import corpus_fingerprint
+
+    corpus, audio, labels = fingerprint_tree(tmp_path / corpus_format, corpus_format)
+    first = corpus_fingerprint(corpus)
+    assert first == corpus_fingerprint(corpus) and first != "absent"
+    for path in [audio, labels]:
+        if path is not None:
+            os.utime(path, (1, 1))
+    assert corpus_fingerprint(corpus) == first  # modification times are not content
+    write_wav(audio, 0.45, seed=99)
+    resized = corpus_fingerprint(corpus)
+    assert resized != first
+    extra = audio.with_name(audio.name.replace(audio.stem, audio.stem[:-1] + ("9" if audio.stem[-1] != "9" else "8")))
+    if corpus_format in ("ravdess", "crema_d", "emodb", "iemocap"):  # files the reader finds by globbing
+        write_wav(extra, 0.3)
+        assert corpus_fingerprint(corpus) != resized
+        extra.unlink()
+    assert corpus_fingerprint(corpus) == resized
+    if labels is not None:
+        text = labels.read_text()
+        labels.write_text(text.replace("neu", "sad", 1) if "neu" in text else text.replace("1", "2", 1))
+        assert labels.read_text() != text and corpus_fingerprint(corpus) != resized
+    audio.unlink()
+    assert corpus_fingerprint(corpus) != resized

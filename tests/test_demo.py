@@ -16,6 +16,9 @@ def test_excited_speaks_like_happy(seed):
     excited = synthesize(speaker, "exc", 0.4, np.random.default_rng(seed))
     happy = synthesize(speaker, "hap", 0.4, np.random.default_rng(seed))
     np.testing.assert_array_equal(excited, happy)
+    for other in ("neu", "ang", "sad"):  # the label shapes the audio: only exc and hap sound alike
+        different = synthesize(speaker, other, 0.4, np.random.default_rng(seed))
+        assert len(different) == len(happy) and np.abs(different - happy).mean() > 0.1 * np.abs(happy).mean(), other
 
 
 def test_ravdess_demo_is_read_by_the_ravdess_reader(tmp_path):

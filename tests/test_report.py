@@ -251,6 +251,25 @@ def test_plot_curves_draws_every_stage(tmp_path):
     ]
     plot_curves(models, tmp_path / "curves.png", "test")
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    from gmptl.report import curves_figure
+
+    fig = curves_figure([read_curve(m) for m in models], "test")
+    axes = fig.axes
+    assert len(axes) == 4  # 2 stages × (loss, selection score)
+    assert [ax.get_ylabel() for ax in axes] == [
+        "stage1: train loss",
+        "stage1: valid_loss",
+        "stage2: train loss",
+        "stage2: valid_uar",
+    ]
+
+    def drawn(ax):  # (x, y) of every line with data: the curves, then the ringed selected rounds
+        return [(list(line.get_xdata()), list(line.get_ydata())) for line in ax.lines if len(line.get_xdata())]
+
+    assert drawn(axes[0]) == [([1, 2, 3], [5, 4, 3]), ([2], [4])]
+    assert drawn(axes[1]) == [([1, 2, 3], [4.5, 4.1, 4.2]), ([2], [4.1])]
+    assert drawn(axes[3]) == [([1, 2, 3], [0.5, 0.7, 0.6]), ([2], [0.7]), ([1, 2, 3], [0.4, 0.6, 0.65]), ([3], [0.65])]
+    assert [t.get_text() for t in axes[3].get_legend().get_texts()] == ["fold 1", "fold 2", "selected round"]
 
 
 def test_a_finished_run_ends_with_the_headline_figures_and_where_things_are(tmp_path):

@@ -60,7 +60,7 @@ def test_clearly_better_predictions_give_a_small_p_and_an_interval_above_zero():
     tables = {"base": correctness(predictions(true, 0.6, rng)), "better": correctness(predictions(true, 0.8, rng))}
     result = paired_differences(tables, "base", CLASSES, resamples=2000).set_index("experiment")
     for metric in ("war", "uar"):
-        assert result.loc["better", f"{metric}_p"] < 0.001
+        assert result.loc["better", f"{metric}_p"] == 1 / 2001  # no permutation reaches it: (1 + 0) / (B + 1), never 0
         assert 0 < result.loc["better", f"{metric}_diff_ci_low"] < result.loc["better", f"{metric}_diff"]
         assert result.loc["better", f"{metric}_diff"] < result.loc["better", f"{metric}_diff_ci_high"]
 
@@ -95,7 +95,7 @@ def test_p_values_are_calibrated_under_the_null():
         true = labels_per_fold(rng, sizes=(100, 100))
         tables = {"r": correctness(predictions(true, 0.7, rng)), "e": correctness(predictions(true, 0.7, rng))}
         p.append(paired_differences(tables, "r", CLASSES, resamples=200, seed=int(rng.integers(1e9))).iloc[1]["uar_p"])
-    assert 0.0 <= np.mean(np.array(p) < 0.05) <= 0.12
+    assert 0.01 <= np.mean(np.array(p) < 0.05) <= 0.12  # about 5 %: neither never nor often
     assert 0.35 < np.mean(p) < 0.65  # uniform p-values have mean 1/2
 
 

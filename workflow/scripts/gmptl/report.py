@@ -268,12 +268,16 @@ def read_curve(model_dir: str | Path) -> Curve:
 
 
 def plot_curves(model_dirs: Iterable[str | Path], out_path: str | Path, title: str) -> None:
+    """`curves_figure` of the model folders, saved as a PNG."""
+    _save(curves_figure([read_curve(path) for path in model_dirs], title), out_path)
+
+
+def curves_figure(curves: list[Curve], title: str):
     """One row per stage: training loss (left) and the checkpoint-selection score (right) per validation round.
 
     One line per fold (and seed, when the models come from several); a ringed dot marks the round each
     model kept (model.json's best_round).
     """
-    curves = [read_curve(path) for path in model_dirs]
     stages = sorted({c.stage for c in curves}, key=lambda s: ((STAGE_ORDER + (s,)).index(s), s))
     several_seeds = len({c.seed for c in curves}) > 1
     fig, axes = plt.subplots(len(stages), 2, figsize=(9, 2.6 * len(stages)), squeeze=False)
@@ -294,7 +298,7 @@ def plot_curves(model_dirs: Iterable[str | Path], out_path: str | Path, title: s
     for ax in axes[-1]:
         ax.set_xlabel("validation round")
     fig.suptitle(title, fontsize=9)
-    _save(fig, out_path)
+    return fig
 
 
 def _save(fig, out_path) -> None:
