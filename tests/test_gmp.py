@@ -95,3 +95,30 @@ def test_missing_layer_is_a_clear_error(tmp_path, tiny_backbone):
     features = make_features(tmp_path, tiny_backbone)
     with pytest.raises(FeatureError, match="has no layer 7"):
         fit_gmp_labels(features, 7, 4, tmp_path / "x.h5", settings=SETTINGS, seed=0, device=torch.device("cpu"))
+
+
+def test_the_written_centroids_are_k_means_of_the_training_frames(tmp_path, tiny_backbone):
+    """Each centroid is the mean of the training frames labelled with it (a Lloyd fixed point), and the fit is as
+    good as scikit-learn's k-means on the same frames: random or unrefined centroids fail both."""
+    from sklearn.cluster import KMeans
+
+    features = make_features(tmp_path, tiny_backbone)
+    out = tmp_path / "layer1_k6.h5"
+    fit_gmp_labels(features, 1, 6, out, settings=SETTINGS, seed=0, device=torch.device("cpu"))
+    alignment, labels, attrs = read_gmp_labels(out)
+    with open_h5(features) as handle:
+        frames = layer_dataset(handle, 1)[:].astype(np.float64)
+    with h5py.File(out) as handle:
+        centroids = handle["centroids"][:].astype(np.float64)
+    train = np.concatenate(
+        [np.arange(o, o + n) for o, n, s in zip(alignment.offsets, alignment.lengths, alignment.split, strict=True)
+         if s == "train"]
+    )  # fmt: skip
+    x, assigned = frames[train], labels[train]
+    assert set(assigned) == set(range(6))  # every cluster used
+    means = np.stack([x[assigned == j].mean(0) for j in range(6)])
+    np.testing.assert_allclose(centroids, means, atol=1e-3 * x.std())
+    sse = ((x - centroids[assigned]) ** 2).sum()
+    assert sse == pytest.approx(attrs["inertia"], rel=1e-4)
+    reference = KMeans(6, n_init=10, random_state=0).fit(x).inertia_
+    assert sse <= 1.02 * reference
