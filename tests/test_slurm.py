@@ -59,8 +59,17 @@ def cluster(tmp_path_factory):
     subprocess.run(["bash", str(script), "stop", str(folder)], timeout=120)
 
 
+HANG_GUARD_S = 3600  # many times a run's time on a loaded 2-core machine: only a hang reaches it
+
+
 def snakemake(
-    workdir: Path, env: dict, *args: str, slurm: bool, extra_config: str | None = None, timeout=400, background=False
+    workdir: Path,
+    env: dict,
+    *args: str,
+    slurm: bool,
+    extra_config: str | None = None,
+    timeout=HANG_GUARD_S,
+    background=False,
 ):
     configs = [str(ROOT / "demo.yaml"), str(workdir / "small.yaml")] + ([extra_config] if extra_config else [])
     command = [
@@ -94,6 +103,8 @@ def snakemake(
         )
     result = subprocess.run(command, env=env, cwd=workdir, capture_output=True, text=True)
     result.output = result.stdout + result.stderr
+    if result.returncode in (124, 137):
+        pytest.fail(f"snakemake ran past the hang guard of {timeout} s (not a speed goal): {result.output[-2000:]}")
     return result
 
 
@@ -209,7 +220,7 @@ def interrupt_running_training(remote: Path, cluster: dict, epochs: int, interru
     assert len(running) == 1, slurm_jobs(cluster)
     job_id = running["id"].iloc[0]
     interrupt(job_id)
-    output, _ = job.communicate(timeout=400)
+    output, _ = job.communicate(timeout=HANG_GUARD_S)  # a hang guard, not a speed goal
     assert job.returncode == 0, output[-4000:]
     return job_id, output, stage
 
