@@ -73,3 +73,36 @@ def test_several_seeds_average_per_fold_and_add_seed_rows():
     assert summary.loc["seed_std", "war"] == pytest.approx(np.std([1, 0.75, 1], ddof=1))
     assert summary.loc["pooled", "war"] == pytest.approx(11 / 12)  # every seed's predictions pooled
     assert summary.loc[["mean", "std", "pooled", "seed_mean", "seed_std"], "n"].tolist() == [2, 2, 4, 3, 3]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_metrics_match_scikit_learn_when_classes_are_missing_or_never_predicted(seed):
+    """Small sets where some class is absent from the truth (left out of the UAR, F1 0 if predicted), or
+    predicted but absent, or neither; a model that is always right or never right."""
+    rng = np.random.default_rng(100 + seed)
+    n = int(rng.integers(1, 12))
+    true = rng.choice(CLASSES[: 1 + seed % 4], size=n)
+    pred = rng.choice(CLASSES[seed % 3 :], size=n) if seed % 5 else true.copy()
+    got = classification_metrics(true, pred, CLASSES)
+    present_true = [c for c in CLASSES if c in set(true)]
+    present = [c for c in CLASSES if c in set(true) | set(pred)]
+    assert got["n"] == n and got["war"] == pytest.approx(accuracy_score(true, pred))
+    assert got["uar"] == pytest.approx(np.mean(recall_score(true, pred, labels=present_true, average=None)))
+    assert got["macro_f1"] == pytest.approx(f1_score(true, pred, labels=present, average="macro", zero_division=0))
+    for c in CLASSES:
+        expected = recall_score(true, pred, labels=[c], average=None)[0] if c in present_true else np.nan
+        assert got[f"recall_{c}"] == pytest.approx(expected, nan_ok=True)
+
+
+def test_no_predictions_give_nan_figures_not_an_error():
+    got = classification_metrics([], [], CLASSES)
+    assert got["n"] == 0 and got["war"] == 0.0
+    assert np.isnan(got["uar"]) and np.isnan(got["macro_f1"]) and np.isnan(got["recall_neu"])
+
+
+def test_a_perfect_and_a_hopeless_model():
+    perfect = classification_metrics(["neu", "sad", "sad"], ["neu", "sad", "sad"], CLASSES)
+    assert perfect["war"] == perfect["uar"] == perfect["macro_f1"] == 1.0
+    hopeless = classification_metrics(["neu", "sad"], ["sad", "neu"], CLASSES)
+    assert hopeless["war"] == hopeless["uar"] == hopeless["macro_f1"] == 0.0
+    assert np.isnan(hopeless["recall_hap"])  # absent and never predicted: no recall, not in the F1 either
