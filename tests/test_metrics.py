@@ -106,3 +106,19 @@ def test_a_perfect_and_a_hopeless_model():
     hopeless = classification_metrics(["neu", "sad"], ["sad", "neu"], CLASSES)
     assert hopeless["war"] == hopeless["uar"] == hopeless["macro_f1"] == 0.0
     assert np.isnan(hopeless["recall_hap"])  # absent and never predicted: no recall, not in the F1 either
+
+
+def test_one_utterance_and_integer_counts():
+    from gmptl.metrics import confusion
+
+    assert classification_metrics(["sad"], ["sad"], CLASSES)["war"] == 1.0
+    matrix = confusion(np.array([0, 1, 1]), np.array([1, 1, 0]), 3)
+    assert matrix.dtype.kind == "i" and matrix.tolist() == [[0, 1, 0], [1, 1, 0], [0, 0, 0]]
+
+
+def test_run_rows_come_in_seed_fold_order_and_the_summary_has_only_metric_columns():
+    predictions = runs_table([3, 1]).sample(frac=1.0, random_state=0)  # shuffled, seeds out of order
+    runs = run_metrics(predictions, ["neu", "sad"])
+    assert list(zip(runs["seed"], runs["fold"], strict=True)) == [(1, 1), (1, 2), (3, 1), (3, 2)]
+    summary = summarize_runs(runs, predictions, ["neu", "sad"])
+    assert list(summary.columns) == ["statistic", "n", "war", "uar", "macro_f1", "recall_neu", "recall_sad"]
