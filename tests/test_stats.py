@@ -264,3 +264,83 @@ def test_single_utterance_clusters_give_the_utterance_unit_exactly():
     clustered = paired_differences(clustered_tables(table), "r", CLASSES, resamples=500, seed=3, clusters=singletons)
     plain = paired_differences(clustered_tables(table), "r", CLASSES, resamples=500, seed=3)
     pd.testing.assert_frame_equal(clustered, plain)
+
+
+def small_tables(rng, accuracy_e=0.8, sizes=(60, 60)):
+    true = labels_per_fold(rng, sizes=sizes)
+    return {"r": correctness(predictions(true, 0.5, rng)), "e": correctness(predictions(true, accuracy_e, rng))}
+
+
+def test_the_interval_ends_sit_at_the_asked_confidence_and_any_resample_count_works():
+    """A 50 % interval lies inside the 95 % one and is about a third as wide for a normal-ish bootstrap; an extreme
+    99.9 % interval of a clear difference stays well above zero; resample counts that are not a multiple of the
+    chunk size work."""
+    tables = small_tables(np.random.default_rng(30))
+    wide = paired_differences(tables, "r", CLASSES, resamples=1500, seed=1).iloc[1]
+    narrow = paired_differences(tables, "r", CLASSES, resamples=1500, seed=1, confidence=0.5).iloc[1]
+    assert wide["war_diff_ci_low"] < narrow["war_diff_ci_low"] < narrow["war_diff_ci_high"] < wide["war_diff_ci_high"]
+    ratio = (narrow["war_diff_ci_high"] - narrow["war_diff_ci_low"]) / (
+        wide["war_diff_ci_high"] - wide["war_diff_ci_low"]
+    )
+    assert 0.25 < ratio < 0.45  # normal: 1.349 / 3.92 = 0.34
+    extreme = paired_differences(tables, "r", CLASSES, resamples=200, seed=2, confidence=0.999).iloc[1]
+    assert extreme["war_diff_ci_low"] > 0.4 * extreme["war_diff"]  # every resample counts, none is left at 0
+
+
+def test_defaults_are_ten_thousand_resamples_from_seed_zero():
+    tables = small_tables(np.random.default_rng(31), sizes=(20, 20))
+    pd.testing.assert_frame_equal(
+        paired_differences(tables, "r", CLASSES), paired_differences(tables, "r", CLASSES, resamples=10_000, seed=0)
+    )
+
+
+def test_mismatched_inputs_are_errors_naming_what_differs():
+    tables = small_tables(np.random.default_rng(32), sizes=(10, 10))
+    with pytest.raises(EvaluationError, match=r"reference experiment 'x' is not among the compared \['e', 'r'\]"):
+        paired_differences(tables, "x", CLASSES, resamples=10)
+    relabelled = tables["e"].copy()
+    relabelled.iloc[0, relabelled.columns.get_loc("true")] = "sad" if relabelled["true"].iloc[0] != "sad" else "neu"
+    with pytest.raises(EvaluationError, match=r"experiments \['e'\] give some test utterances another true label"):
+        paired_differences({"r": tables["r"], "e": relabelled}, "r", CLASSES, resamples=10)
+    clusters = pd.Series("d", index=tables["r"].index, dtype=object)
+    clusters.iloc[3] = None
+    with pytest.raises(EvaluationError, match=rf"test utterance '{tables['r'].index[3][1]}' has an empty cluster id"):
+        paired_differences(tables, "r", CLASSES, resamples=10, clusters=clusters)
+
+
+def test_swapped_differences_count_a_class_with_a_single_utterance():
+    true = np.array(["neu", "neu", "hap", "hap", "sad"])  # sad: one utterance, still a class of the UAR
+    pred_r, pred_e = np.array(["neu", "hap", "hap", "neu", "neu"]), np.array(["neu", "neu", "hap", "hap", "sad"])
+    hits = np.stack([true == pred_r, true == pred_e], axis=1).astype(float)
+    swaps = np.array([[0, 0, 0, 0, 0], [0, 0, 0, 0, 1]], dtype=float)
+    got = _swapped_differences(swaps, np.eye(4)[[CLASSES.index(c) for c in true]], hits, 0)
+    e, r = classification_metrics(true, pred_e, CLASSES), classification_metrics(true, pred_r, CLASSES)
+    assert got[1, 0, 1] == pytest.approx(e["uar"] - r["uar"])
+    swapped_e = np.where(swaps[1] == 1, pred_r, pred_e)
+    swapped_r = np.where(swaps[1] == 1, pred_e, pred_r)
+    expected = (
+        classification_metrics(true, swapped_e, CLASSES)["uar"]
+        - classification_metrics(true, swapped_r, CLASSES)["uar"]
+    )
+    assert got[1, 1, 1] == pytest.approx(expected)
+
+
+def test_correctness_and_cluster_counts_come_in_fold_order():
+    from gmptl.stats import cluster_counts
+
+    frame = pd.DataFrame(
+        {"fold": [2, 1, 2, 1], "utt_id": ["b", "z", "a", "y"], "true": ["neu"] * 4, "predicted": ["neu", "hap"] * 2}
+    )
+    table = correctness(frame)
+    assert list(table.index) == [(1, "y"), (1, "z"), (2, "a"), (2, "b")]
+    assert table["correct"].tolist() == [0.0, 0.0, 1.0, 1.0]
+    index = pd.MultiIndex.from_tuples([(3, "a"), (1, "b"), (3, "c"), (1, "d")], names=["fold", "utt_id"])
+    counts = cluster_counts(pd.Series(["x", "y", "z", "y"], index=index))
+    assert list(counts.items()) == [(1, 1), (3, 2)]
+
+
+def test_holm_caps_at_one_and_takes_integer_p_values():
+    from gmptl.stats import holm
+
+    assert holm([0.6, 0.7]).tolist() == [1.0, 1.0]  # 2 × 0.6 = 1.2, capped
+    assert holm([0, 1]).tolist() == [0.0, 1.0]
