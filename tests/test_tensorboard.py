@@ -178,3 +178,21 @@ def test_cutting_events_keeps_earlier_steps_and_drops_a_record_a_kill_cut_short(
 
 def test_the_event_folder_of_a_job_is_beside_its_log():
     assert str(events_folder("results/logs/cache/stage1/abc/fold2.log")) == "results/logs/cache/stage1/abc/fold2.tb"
+
+
+def test_a_job_killed_right_after_a_checkpoint_resumes_with_every_step_once(corpus, tiny_backbone, tmp_path):
+    """SIGKILL right after the resume state of update 5 is saved (no cleanup runs in the killed process): the events
+    up to it were flushed before the save, so the rerun's curves are the uninterrupted run's, no step missing."""
+    from test_train import Job
+
+    config, settings = kill_settings("stage2", tiny_backbone)
+    straight = tmp_path / "straight.tb"
+    Job("stage2", corpus, config, settings, tmp_path / "straight", events=straight, loader_workers=0).finish()
+    out, events = tmp_path / "killed", tmp_path / "killed.tb"
+    killed = Job("stage2", corpus, config, settings, out, events=events, loader_workers=0, checkpoint_minutes=1e-9,
+                 pause_at_step=5)  # fmt: skip
+    assert killed.kill_when_paused()["step"] == 5
+    assert steps(read_scalars(events), "train/loss") == [1, 2, 3, 4, 5]
+    log = Job("stage2", corpus, config, settings, out, events=events, loader_workers=0).finish()
+    assert f"resuming stage2 from {out}.resume at step 5/" in log
+    assert read_scalars(events) == read_scalars(straight)

@@ -28,6 +28,7 @@ import os
 import re
 import shutil
 import struct
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -86,30 +87,45 @@ class NoEventLog:
 
 
 class EventLog(NoEventLog):
-    """Scalars of one run, appended to a new event file in its folder (see `open_event_log`)."""
+    """Scalars of one run, appended to a new event file in its folder (see `open_event_log`).
 
-    def __init__(self, folder: Path, purge_step: int | None):
+    Written in the calling thread (tensorboardX's `EventsWriter`: buffered, one event per step), so `flush()`
+    means on disk; flushed by itself at most `flush_s` seconds after a write, for a TensorBoard watching."""
+
+    def __init__(self, folder: Path, purge_step: int | None, flush_s: float = 30.0):
         try:
-            from tensorboardX import SummaryWriter
+            from tensorboardX.event_file_writer import EventsWriter
+            from tensorboardX.proto.event_pb2 import Event, SessionLog
+            from tensorboardX.proto.summary_pb2 import Summary
         except ImportError as err:
             raise ConfigError(
                 f"writing TensorBoard event files to '{folder}' needs the package tensorboardX, which is not "
                 "installed: pip install tensorboardX (or set runtime.tensorboard: false)"
             ) from err
+        self.Event, self.Summary, self.flush_s = Event, Summary, flush_s
         suffix = f".from{purge_step or 0:09d}"  # two segments begun in the same second get distinct files
-        self.writer = SummaryWriter(
-            str(folder), purge_step=purge_step, max_queue=1000, flush_secs=30, filename_suffix=suffix
-        )
+        self.writer = EventsWriter(str(folder / "events"), suffix)
+        self.flushed = time.monotonic()
+        if purge_step is not None:  # TensorBoard hides every step from here on written before this event
+            self.writer.write_event(Event(step=purge_step, session_log=SessionLog(status=SessionLog.START)))
+
+    def _write(self, step: int, summary) -> None:
+        self.writer.write_event(self.Event(wall_time=time.time(), step=step, summary=summary))
+        if time.monotonic() - self.flushed >= self.flush_s:
+            self.flush()
 
     def scalars(self, step: int, values: Mapping[str, float]) -> None:
-        for tag, value in values.items():
-            self.writer.add_scalar(tag, float(value), step)
+        Value = self.Summary.Value
+        self._write(step, self.Summary(value=[Value(tag=tag, simple_value=float(v)) for tag, v in values.items()]))
 
     def charts(self, layout: dict) -> None:
-        self.writer.add_custom_scalars(layout)
+        from tensorboardX.summary import custom_scalars
+
+        self._write(0, custom_scalars(layout))
 
     def flush(self) -> None:
         self.writer.flush()
+        self.flushed = time.monotonic()
 
     def close(self) -> None:
         self.writer.close()
