@@ -6,6 +6,9 @@ end of each pass, and after the last update; each round is one row of the histor
 the best round's weights are kept (validation UAR for emotion stages, validation loss for stage 1).
 
 What a batch is scored by lives in `gmptl.objectives`, a validation round in `gmptl.validation`.
+Each update and validation round also goes to TensorBoard event files (`gmptl.events`) when a folder is
+given and `runtime.tensorboard` is on; they are flushed before every save and cut back to the saved update
+when a run resumes.
 
 Resume: a `Checkpointer` (`gmptl.checkpoint`) owns the full state — model, optimiser, scheduler,
 gradient scaler, torch RNG and the loop state (update counter, running training loss, history, best so
