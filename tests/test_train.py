@@ -245,7 +245,20 @@ TRAIN_SCRIPT = textwrap.dedent("""
 class Job:
     """One training run of a stage in a child process; its log (stderr) goes to a file."""
 
-    def __init__(self, stage, corpus, config, settings, out, *, gmp=None, scripts=None, pause_at_step=None, **runtime):
+    def __init__(
+        self,
+        stage,
+        corpus,
+        config,
+        settings,
+        out,
+        *,
+        gmp=None,
+        scripts=None,
+        pause_at_step=None,
+        events=None,
+        **runtime,
+    ):
         self.out, self.ready = Path(out), Path(f"{out}.paused.json")
         self.log = self.out.parent / f"{self.out.name}.{time.monotonic_ns()}.log"
         self.ready.unlink(missing_ok=True)
@@ -257,6 +270,7 @@ class Job:
             "gmp_paths": gmp or {},
             "out_dir": str(out),
             "state_dir": f"{out}.resume",
+            "events_dir": events and str(events),
             "runtime": runtime,
             "pause_at_step": pause_at_step,
             "ready": str(self.ready),

@@ -2,9 +2,10 @@
 
 What a stage is (heads, losses, initial weights) is read from the recipe (`gmptl.recipes`, `gmptl.stages`);
 every path (initial model, GMP label files, outputs) from what Snakemake resolved; runtime settings
-(device, precision, threads) from the config's `runtime:` section. The job takes its GPU slot before torch
-loads. A deterministic failure (bad input or config, a full disk) is recorded beside the model folder, and
-the rule's retries only report it (`gmptl.retry`); a time-out or a crash is retried and resumes.
+(device, precision, threads, tensorboard) from the config's `runtime:` section. TensorBoard event files go
+to `fold<N>.tb` beside the job's log (undeclared: never a rerun trigger). The job takes its GPU slot before
+torch loads. A deterministic failure (bad input or config, a full disk) is recorded beside the model folder,
+and the rule's retries only report it (`gmptl.retry`); a time-out or a crash is retried and resumes.
 """
 
 import os
@@ -23,6 +24,7 @@ def train(smk) -> None:
     import pandas as pd  # the heavy imports (torch, transformers) come after the GPU slot
 
     from gmptl.corpus import read_manifest
+    from gmptl.events import events_folder
     from gmptl.jobs import run_training
     from gmptl.preflight import check_before_training
     from gmptl.recipes import from_json, write_recipe
@@ -47,6 +49,7 @@ def train(smk) -> None:
         out_dir=smk.output.model,
         state_dir=smk.params.state_dir,
         runtime=RuntimeSettings.from_config(smk.config, smk.threads),
+        events_dir=str(events_folder(smk.log[0])),  # beside the log, undeclared: never a rerun trigger
     )
 
 

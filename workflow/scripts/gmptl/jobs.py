@@ -107,19 +107,32 @@ def run_training(
     out_dir: str,
     state_dir: str,
     runtime: RuntimeSettings,
+    events_dir: str | None = None,
 ) -> None:
     """Train one stage (a recipe of kind mtl | stage1 | stage2) of one fold and write its model folder.
 
     `init_model` is the model folder the recipe starts from (None: its pretrained backbone);
-    `gmp_paths` maps each GMP head of a stage-1 recipe to its label file.
+    `gmp_paths` maps each GMP head of a stage-1 recipe to its label file; `events_dir` receives the job's
+    TensorBoard event files (when `runtime.tensorboard` is on).
     """
     with exclusive(out_dir):
         _train_recipe(
-            from_json(recipe), fold, manifest_path, folds_path, init_model, gmp_paths, out_dir, state_dir, runtime
+            from_json(recipe),
+            fold,
+            manifest_path,
+            folds_path,
+            init_model,
+            gmp_paths,
+            out_dir,
+            state_dir,
+            runtime,
+            events_dir,
         )
 
 
-def _train_recipe(recipe, fold, manifest_path, folds_path, init_model, gmp_paths, out_dir, state_dir, runtime) -> None:
+def _train_recipe(
+    recipe, fold, manifest_path, folds_path, init_model, gmp_paths, out_dir, state_dir, runtime, events_dir
+) -> None:
     corpus = recipe.data.corpus
     classes = recipe.data.classes
     spec = stage_spec(recipe, classes)
@@ -164,6 +177,7 @@ def _train_recipe(recipe, fold, manifest_path, folds_path, init_model, gmp_paths
         fingerprint=fingerprint,
         runtime=runtime,
         label=f"{spec.name} fold {fold}",
+        events_dir=events_dir,
     )
     metadata = {
         "stage": spec.name,

@@ -53,7 +53,8 @@ def forward_batch(
     emotion_weights: torch.Tensor | None = None,
     augment: SpecAugment | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The weighted sum of this stage's losses on one batch, and the model's outputs (with its `time_mask`).
+    """The weighted sum of this stage's losses on one batch, and the model's outputs (with its `time_mask` and
+    `losses`: each objective's own loss by name, `emotion`, `gender`, a GMP head's `L<layer>_k<k>`).
 
     `emotion_weights`: per-class weights of the emotion cross-entropy; `augment`: SpecAugment of an
     utterance stage (training only)."""
@@ -62,15 +63,19 @@ def forward_batch(
     mask, channels = input_masks(model, spec, lengths, rng, augment)
     out = model(waves, lengths, time_mask=mask, channel_mask=channels)
     out["time_mask"] = mask
+    out["losses"] = losses = {}  # each objective's own (unweighted) loss
     loss = torch.zeros((), device=device)
     if spec.emotion_weight > 0:
         logits = with_margin(out["emotion"], emotion, model.emotion_margin)
-        loss = loss + spec.emotion_weight * F.cross_entropy(logits, emotion, weight=emotion_weights)
+        losses["emotion"] = F.cross_entropy(logits, emotion, weight=emotion_weights)
+        loss = loss + spec.emotion_weight * losses["emotion"]
     if spec.gender_weight > 0:
-        loss = loss + spec.gender_weight * F.cross_entropy(out["gender"], gender)
+        losses["gender"] = F.cross_entropy(out["gender"], gender)
+        loss = loss + spec.gender_weight * losses["gender"]
     for name, weight in spec.gmp_weights.items():
         frames = _frame_loss(name, out, batch, device, mask if spec.loss_on == "masked" else None)
         if frames is not None:
+            losses[name] = frames
             loss = loss + weight * frames
     return loss, out
 

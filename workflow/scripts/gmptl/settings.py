@@ -7,8 +7,8 @@ Two kinds of settings exist, and they are kept apart on purpose:
   only rerun trigger;
 - *runtime* settings (`RuntimeSettings`, the config's `runtime:` section one to one: device, precision,
   threads, GPU slots, batch sizes of inference, k-means chunking, checkpoint/log intervals, loader
-  threads, keep_features, check_full_release) cannot change a result beyond floating-point noise and
-  never name a cached output.
+  threads, keep_features, check_full_release, tensorboard) cannot change a result beyond floating-point
+  noise and never name a cached output.
 
 Each dataclass here has exactly the fields of its schema section (tests/test_config.py checks it) and
 no defaults of its own: every default is in workflow/schemas/config.schema.yaml (`gmptl.schema`).
@@ -248,6 +248,7 @@ class RuntimeSettings:
     log_every_s: float = _RUNTIME["log_every_s"]
     keep_features: bool = _RUNTIME["keep_features"]
     check_full_release: bool = _RUNTIME["check_full_release"]
+    tensorboard: bool = _RUNTIME["tensorboard"]
     demo: bool = False
 
     @classmethod

@@ -6,6 +6,9 @@ end of each pass, and after the last update; each round is one row of the histor
 the best round's weights are kept (validation UAR for emotion stages, validation loss for stage 1).
 
 What a batch is scored by lives in `gmptl.objectives`, a validation round in `gmptl.validation`.
+Each update and validation round also goes to TensorBoard event files (`gmptl.events`) when a folder is
+given and `runtime.tensorboard` is on; they are flushed before every save and cut back to the saved update
+when a run resumes.
 
 Resume: a `Checkpointer` (`gmptl.checkpoint`) owns the full state — model, optimiser, scheduler,
 gradient scaler, torch RNG and the loop state (update counter, running training loss, history, best so
@@ -34,6 +37,7 @@ import torch
 from .checkpoint import Checkpointer, TorchRng
 from .data import Batch, Utterances, balanced_weights, load_batch
 from .errors import TrainingError
+from .events import NoEventLog, gmp_charts, open_event_log, round_scalars, update_scalars
 from .loader import MicroBatch, Schedule, crop_rng, mask_rng, prefetched
 from .model import GmptlModel
 from .objectives import emotion_loss_weights, forward_batch
@@ -104,8 +108,8 @@ class Objective:
 def make_optimizer(model: GmptlModel, cfg: TrainSettings) -> torch.optim.Optimizer:
     """AdamW with one learning rate for the backbone and one for the heads."""
     groups = [
-        {"params": [p for p in model.backbone_parameters() if p.requires_grad], "lr": cfg.lr},
-        {"params": [p for p in model.head_parameters() if p.requires_grad], "lr": cfg.head_lr},
+        {"params": [p for p in model.backbone_parameters() if p.requires_grad], "lr": cfg.lr, "name": "backbone"},
+        {"params": [p for p in model.head_parameters() if p.requires_grad], "lr": cfg.head_lr, "name": "heads"},
     ]
     return torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=cfg.weight_decay)
 
@@ -185,13 +189,31 @@ class Run:
     device: torch.device
     seed: int
     clock: Callable[[], float]
+    events: NoEventLog  # TensorBoard scalars (`gmptl.events`)
 
 
-def _backward(run: Run, micro: MicroBatch, batch: Batch) -> float:
-    """Forward and backward of one micro-batch; its loss. A non-finite loss is a TrainingError."""
+@dataclass
+class UpdateLosses:
+    """The losses of the update being accumulated, summed over its utterances: `loss` and each objective's."""
+
+    sums: dict[str, float] = field(default_factory=dict)
+    count: int = 0
+
+    def add(self, losses: dict[str, float], utterances: int) -> None:
+        for name, value in losses.items():
+            self.sums[name] = self.sums.get(name, 0.0) + value * utterances
+        self.count += utterances
+
+    def means(self) -> dict[str, float]:
+        return {name: total / self.count for name, total in self.sums.items()}
+
+
+def _backward(run: Run, micro: MicroBatch, batch: Batch) -> dict[str, float]:
+    """Forward and backward of one micro-batch; its `loss` and each objective's. A non-finite loss is a
+    TrainingError."""
     spec = run.objective.spec
     with autocast(run.device, run.runtime.precision):
-        loss, _ = forward_batch(
+        loss, out = forward_batch(
             run.model,
             spec,
             batch,
@@ -206,7 +228,9 @@ def _backward(run: Run, micro: MicroBatch, batch: Batch) -> float:
             "lower train.lr (or check the audio for silence/clipping)"
         )
     run.opt.scaler.scale(loss / micro.in_update).backward()
-    return float(loss.detach())
+    names = ["loss", *out["losses"]]
+    values = torch.stack([loss.detach().float()] + [term.detach().float() for term in out["losses"].values()])
+    return dict(zip(names, values.tolist(), strict=True))  # one device sync for all of them
 
 
 def _round_row(loop: LoopState, opt: Optimisation) -> dict:
@@ -228,6 +252,7 @@ def _validation_round(run: Run, evaluate: Callable[[], dict], began: float) -> N
     row.update(scores)
     row["seconds"] = round(run.clock() - began, 2)
     loop.history.append(row)
+    run.events.scalars(row["step"], round_scalars(row))
     loop.loss_sum, loop.loss_count = 0.0, 0
     if not scores or spec.improved(row, loop.best):
         loop.best, loop.best_round, loop.best_step = row, row["round"], row["step"]
@@ -244,27 +269,41 @@ def _train_loop(run: Run, batches: Iterator[tuple[MicroBatch, Batch]], evaluate:
     the last), a save between rounds every `runtime.checkpoint_minutes`. `rate`: audio samples per second."""
     loop, opt = run.loop, run.opt
     last_save = round_began = run.clock()
-    audio_s = 0.0
+    audio_s, losses = 0.0, UpdateLosses()
     run.model.train()
     opt.optimizer.zero_grad(set_to_none=True)
     for micro, batch in batches:
-        loss = _backward(run, micro, batch)
-        loop.loss_sum += loss * len(micro.index)
+        micro_losses = _backward(run, micro, batch)
+        losses.add(micro_losses, len(micro.index))
+        loop.loss_sum += micro_losses["loss"] * len(micro.index)
         loop.loss_count += len(micro.index)
         audio_s += float(batch.lengths.sum()) / rate
         if not micro.last:
             continue
+        rates = learning_rates(opt.optimizer)
         _update(run.model, opt)
         loop.step += 1
+        run.events.scalars(loop.step, update_scalars(losses.means(), rates))
         run.progress.advance(1, audio_s=audio_s, loss=loop.loss_sum / loop.loss_count, **{"pass": micro.pass_})
-        audio_s = 0.0
+        audio_s, losses = 0.0, UpdateLosses()
         if loop.step % opt.every == 0 or loop.step == opt.total:
             _validation_round(run, evaluate, round_began)
-            run.checkpointer.save()
+            _save(run)
             last_save = round_began = run.clock()
         elif run.clock() - last_save >= run.runtime.checkpoint_minutes * 60:
-            run.checkpointer.save()
+            _save(run)
             last_save = run.clock()
+
+
+def _save(run: Run) -> None:
+    """Save the resume state, the events up to it flushed first (a resumed run continues after them)."""
+    run.events.flush()
+    run.checkpointer.save()
+
+
+def learning_rates(optimizer: torch.optim.Optimizer) -> dict[str, float]:
+    """The current rate of each parameter group, by its name (`backbone`, `heads`)."""
+    return {group.get("name", str(i)): float(group["lr"]) for i, group in enumerate(optimizer.param_groups)}
 
 
 def _log_plan(label: str, opt: Optimisation, cfg: TrainSettings, n_train: int, baselines: dict) -> None:
@@ -279,6 +318,15 @@ def _log_plan(label: str, opt: Optimisation, cfg: TrainSettings, n_train: int, b
         opt.every,
         f"; majority baselines {baselines}" if baselines else "",
     )
+
+
+def _event_log(folder: str | Path | None, resumed_at: int | None, spec: StageSpec, valid_data) -> NoEventLog:
+    """The run's event log (none without a folder), continued at update `resumed_at` (None: a fresh start), with
+    one chart per GMP head when the run validates."""
+    events = open_event_log(folder, resumed_at)
+    if resumed_at is None and spec.gmp_weights and valid_data is not None:
+        events.charts(gmp_charts(list(spec.gmp_weights), masked=spec.mask_prob > 0))
+    return events
 
 
 def train_stage(
@@ -298,12 +346,14 @@ def train_stage(
     label: str | None = None,
     clock: Callable[[], float] = time.monotonic,
     read: Callable[[int], np.ndarray] | None = None,
+    events_dir: str | Path | None = None,
 ) -> TrainResult:
     """Train `model` for `cfg.steps` updates (or `cfg.epochs` passes); load the best (or last) weights into it.
 
     `runtime` gives precision, evaluation batch size, checkpoint and log intervals and loader threads;
     `label` names the job in progress lines; `clock` (seconds) times checkpoints and progress;
-    `read(i)` gives training utterance i's samples (default: decoded from its file by the loader threads).
+    `read(i)` gives training utterance i's samples (default: decoded from its file by the loader threads);
+    `events_dir` receives TensorBoard event files (`gmptl.events`) unless `runtime.tensorboard` is off.
     """
     runtime, label = runtime or RuntimeSettings(), label or spec.name
     if not len(train_data):
@@ -315,7 +365,8 @@ def train_stage(
     opt = make_optimisation(model, train_data, cfg, device, runtime.precision, seed)
     loop = LoopState()
     checkpointer = make_checkpointer(state_dir, fingerprint, model, opt, loop, device)
-    if checkpointer.restore():
+    resumed = checkpointer.restore()
+    if resumed:
         log.info(
             "resuming %s from %s at step %d/%d (after round %d)",
             spec.name, state_dir, loop.step, opt.total, len(loop.history),
@@ -342,12 +393,14 @@ def train_stage(
         return {**scores, **baselines}
 
     progress = Progress(label, opt.total, done=loop.step, every_s=runtime.log_every_s, clock=clock)
-    run = Run(model, objective, opt, loop, checkpointer, progress, runtime, device, seed, clock)
+    events = _event_log(events_dir if runtime.tensorboard else None, loop.step if resumed else None, spec, valid_data)
+    run = Run(model, objective, opt, loop, checkpointer, progress, runtime, device, seed, clock, events)
     batches = prefetched(opt.schedule.micro_batches(loop.step, opt.total), load, runtime.loader_workers)
     try:
         _train_loop(run, batches, evaluate, audio.sample_rate)
     finally:
         batches.close()
+        events.close()
     progress.close()
     model.load_state_dict(loop.best_weights)
     return TrainResult(pd.DataFrame(loop.history), loop.best_round, loop.best, loop.best_step)
