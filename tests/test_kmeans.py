@@ -7,6 +7,7 @@ import pytest
 import torch
 from sklearn.cluster import KMeans, MiniBatchKMeans
 
+import gmptl.kmeans
 from gmptl.errors import KMeansError
 from gmptl.kmeans import fit_kmeans, kmeans_plusplus, lloyd, nearest, usage_entropy
 
@@ -130,3 +131,73 @@ def test_empty_input_is_a_clear_error():
 def test_usage_entropy_bounds():
     assert usage_entropy(np.arange(8), 8) == pytest.approx(3.0)
     assert usage_entropy(np.zeros(8, int), 8) == pytest.approx(0.0)
+
+
+def float64_lloyd(x: np.ndarray, centroids: np.ndarray, max_iter: int) -> np.ndarray:
+    """Plain Lloyd in float64 (exact differences, no expansion) until the labels stop changing; the labels."""
+    labels = None
+    for _ in range(max_iter):
+        new = np.stack([((x - c) ** 2).sum(1) for c in centroids], axis=1).argmin(1)
+        if labels is not None and np.array_equal(new, labels):
+            break
+        labels = new
+        centroids = np.stack(
+            [x[labels == j].mean(0) if (labels == j).any() else centroids[j] for j in range(len(centroids))]
+        )
+    return labels
+
+
+def record_seeds(monkeypatch) -> list:
+    """Make fit_kmeans's seeding also report which rows of its input it picked."""
+    picked, seeding = [], gmptl.kmeans.kmeans_plusplus
+
+    def recording(x, k, generator):
+        seeds, potential = seeding(x, k, generator)
+        picked.append([int(np.flatnonzero((x == row).all(1).cpu().numpy())[0]) for row in seeds])
+        return seeds, potential
+
+    monkeypatch.setattr(gmptl.kmeans, "kmeans_plusplus", recording)
+    return picked
+
+
+@pytest.mark.parametrize("d, k", [(64, 16), (768, 64)])
+def test_frames_with_a_large_offset_follow_float64_lloyd_from_the_same_seeds(monkeypatch, d, k):
+    rng = np.random.default_rng(11)
+    x = (rng.normal(size=(3000, d)) + 1000.0).astype(np.float32)  # fewer than init_frames: seeded on all frames
+    picked = record_seeds(monkeypatch)
+    result = fit_kmeans(x, k, seed=0, max_iter=300, tol=0.0)
+    ours, _ = nearest(torch.from_numpy(x), torch.from_numpy(result.centroids))  # on the uncentred frames
+    reference = float64_lloyd(x.astype(np.float64), x[picked[0]].astype(np.float64), max_iter=300)
+    assert result.converged
+    np.testing.assert_array_equal(ours.numpy(), reference)
+    exact = ((x.astype(np.float64) - result.centroids.astype(np.float64)[reference]) ** 2).sum()
+    assert result.inertia == pytest.approx(exact, rel=1e-5)  # the SSE of the original frames
+
+
+def on_a_line(values) -> torch.Tensor:
+    return torch.tensor([[float(v), 0.0] for v in values])
+
+
+def test_four_frames_and_three_duplicated_seeds_end_with_four_used_clusters():
+    x = on_a_line([-1, 1, 9, 10])
+    result = lloyd(x, on_a_line([0, 0, 0, 9.5]), max_iter=50, tol=0.0, chunk=2)  # counts [2, 0, 0, 2]
+    labels, dists = nearest(x, result.centroids)
+    assert result.converged
+    np.testing.assert_array_equal(np.bincount(labels.numpy(), minlength=4), [1, 1, 1, 1])
+    assert float(dists.sum()) == 0.0
+
+
+def test_reseeding_several_empty_clusters_at_once_empties_no_other_cluster():
+    pairs = [centre + side for centre in range(0, 1000, 100) for side in (-1, 1)]  # ten 2-frame clusters
+    x = on_a_line(pairs + [5000 + 0.1 * i for i in range(5)])
+    seeds = on_a_line(list(range(0, 1000, 100)) + [10**5 + 100 * i for i in range(10)] + [5000.2])  # ten empty
+    result = lloyd(x, seeds, max_iter=50, tol=0.0, chunk=4)
+    labels, _ = nearest(x, result.centroids)
+    assert result.converged
+    assert np.bincount(labels.numpy(), minlength=21).min() >= 1
+
+
+def test_fewer_distinct_frames_than_k_is_a_clear_error():
+    x = np.repeat(blobs(n=5, d=3), 4, axis=0)  # 20 frames, 5 distinct
+    with pytest.raises(KMeansError, match="only 5 distinct points, fewer than k = 8"):
+        fit_kmeans(x, 8)

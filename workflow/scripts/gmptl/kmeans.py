@@ -13,12 +13,17 @@
   a small fraction of the frames.
 - Stopping: the k-means objective of the current assignment (Σ‖x‖² − Σⱼ‖sⱼ‖²/nⱼ from float64
   cluster sums, no extra pass) fell by less than `tol` (relative) in one iteration, or nothing moved.
-- Empty clusters are re-seeded with the frames farthest from their centroids.
+- Empty clusters are re-seeded with the frames farthest from their centroids, one frame per empty
+  cluster, never emptying another; the fit ends with every cluster non-empty, or, when the frames hold
+  fewer distinct points than k, raises a KMeansError.
+- Centring: the frames are fitted centred on their mean (float64 sum), on every device, and the
+  centroids are shifted back; distances do not change, but features with a large common offset would
+  otherwise lose precision in the ‖x‖² − 2x·c + ‖c‖² expansion and leave Lloyd's trajectory. `nearest`
+  likewise centres frames and centroids on the centroids' mean.
 - Precision (`matmul_precision`): `auto` is float32 on CPU. On CUDA (torch ≥ 2.8) the Lloyd matmuls
-  take bfloat16 inputs with float32 accumulation and output, on frames centred on their mean (distances
-  do not change, the products shrink), so a near-tie may go either way while fitting; `nearest` (the
-  final assignment and the returned inertia) is float32 everywhere. `bf16` asks for those matmuls on
-  any device: CPU has no `aten::mm.dtype` kernel, so there the inputs are rounded to bfloat16 and
+  take bfloat16 inputs with float32 accumulation and output, so a near-tie may go either way while
+  fitting; `nearest` (the final assignment and the returned inertia) is float32 everywhere. `bf16` asks
+  for those matmuls on any device: CPU has no `aten::mm.dtype` kernel, so there the inputs are rounded to bfloat16 and
   multiplied in float32 (the same products, float32 sums), slower than float32 — for tests only.
 """
 
@@ -51,13 +56,19 @@ class LloydResult:
 
 
 def nearest(x: torch.Tensor, centroids: torch.Tensor, chunk: int = 8192) -> tuple[torch.Tensor, torch.Tensor]:
-    """Index of the nearest centroid of every row of `x`, and the squared distance to it (float32)."""
+    """Index of the nearest centroid of every row of `x`, and the squared distance to it (float32).
+
+    Frames and centroids are both shifted by the centroids' mean first (distances do not change), so a
+    large common offset of the features costs no precision in the ‖x‖² − 2x·c + ‖c‖² expansion.
+    """
+    origin = centroids.double().mean(0).to(centroids.dtype)
+    centroids = centroids - origin
     c_sq = (centroids * centroids).sum(1)
     c_t = centroids.T.contiguous()
     labels = torch.empty(x.shape[0], dtype=torch.long, device=x.device)
     dists = torch.empty(x.shape[0], dtype=centroids.dtype, device=x.device)
     for start in range(0, x.shape[0], chunk):
-        block = x[start : start + chunk].to(centroids.dtype)
+        block = x[start : start + chunk].to(centroids.dtype) - origin
         best, index = torch.addmm(c_sq[None], block, c_t, alpha=-2.0).min(1)
         labels[start : start + chunk] = index
         dists[start : start + chunk] = (best + (block * block).sum(1)).clamp_min(0)
@@ -221,19 +232,48 @@ def _apply_moves(x, sums, counts, rows, old, new) -> None:
 
 
 def _reseed_empty(state: _Bounds, sums: torch.Tensor, counts: torch.Tensor, centroids: torch.Tensor) -> bool:
-    """Give each empty cluster the frame farthest from its centroid; True when any was empty."""
+    """Give each empty cluster one frame, farthest from its centroid first; True when any was empty.
+
+    Donors are walked in farthest-first order with the counts updated after every move: a frame is
+    taken only while its cluster still holds at least two frames and it does not sit on its centroid,
+    so reseeding never empties another cluster. When no such frame is left for an empty cluster, the
+    frames have fewer distinct points than k: a KMeansError.
+    """
     empty = torch.nonzero(counts == 0).flatten()
     if len(empty) == 0:
         return False
     everyone = torch.arange(state.x.shape[0], device=state.x.device)
     state.upper = state.own_distance(everyone, centroids)
     order = torch.argsort(state.upper, descending=True, stable=True)
-    donors = order[counts[state.labels[order]] > 1][: len(empty)]  # never empty another cluster
-    _apply_moves(state.x, sums, counts, donors, state.labels[donors], empty[: len(donors)])
-    state.labels[donors] = empty[: len(donors)]
+    order = order[state.upper[order] > 0].tolist()
+    remaining, donors = counts.tolist(), []
+    labels = state.labels[order].tolist() if order else []
+    for row, label in zip(order, labels, strict=True):
+        if len(donors) == len(empty):
+            break
+        if remaining[label] >= 2:
+            remaining[label] -= 1
+            donors.append(row)
+    if len(donors) < len(empty):
+        distinct = len(torch.unique(state.x, dim=0))
+        raise KMeansError(
+            f"the {state.x.shape[0]} frames being clustered hold only {distinct} distinct points, fewer than "
+            f"k = {len(counts)}, so some clusters would stay empty; lower k or check the features (identical frames)"
+        )
+    donors = torch.tensor(donors, dtype=torch.long, device=state.x.device)
+    _apply_moves(state.x, sums, counts, donors, state.labels[donors], empty)
+    state.labels[donors] = empty
     state.upper[donors] = 0.0
     state.lower[donors] = -math.inf  # re-examined at the next assignment
     return True
+
+
+def frame_mean(x: torch.Tensor, chunk: int) -> torch.Tensor:
+    """Mean of the rows of `x`, summed in float64 chunk by chunk (float64)."""
+    total = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
+    for start in range(0, x.shape[0], chunk):
+        total += x[start : start + chunk].double().sum(0)
+    return total / x.shape[0]
 
 
 def fit_kmeans(
@@ -262,11 +302,9 @@ def fit_kmeans(
         raise KMeansError("the fit frames contain NaN or infinite values; the features are corrupt")
     if k > x.shape[0]:
         raise KMeansError(f"k = {k} is larger than the {x.shape[0]} frames to fit; lower k or fit on more frames")
-    offset = torch.zeros(x.shape[1], device=x.device)
     dtype = matmul_dtype(x.device, matmul_precision)
-    if dtype != torch.float32:  # low-precision matmuls lose less on centred frames
-        offset = x.mean(0)
-        x = x - offset
+    offset = frame_mean(x, chunk).to(x.dtype)
+    x = x - offset  # distances do not change; the ‖x‖² − 2x·c + ‖c‖² expansion loses less on centred frames
     generator = torch.Generator().manual_seed(seed)
     subset = x
     if x.shape[0] > max(init_frames, k):
@@ -278,7 +316,7 @@ def fit_kmeans(
         seeds = min(seedings, key=lambda start: lloyd(subset, start, SELECTION_ITERATIONS, tol, chunk, dtype).objective)
     fit = lloyd(x, seeds, max_iter, tol, chunk, dtype)
     _, dists = nearest(x, fit.centroids, chunk)
-    centroids = (fit.centroids + offset).cpu().numpy()
+    centroids = (fit.centroids.double() + offset.double()).float().cpu().numpy()
     return KMeansResult(centroids, float(dists.double().sum()), fit.iterations, fit.converged)
 
 
