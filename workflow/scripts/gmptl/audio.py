@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -160,6 +161,35 @@ def load_audio(path: str | os.PathLike, sample_rate: int, on_mismatch: str = "co
     if rate != sample_rate:
         wave = soxr.resample(wave, rate, sample_rate, quality="HQ")
     return np.ascontiguousarray(wave, dtype=np.float32)
+
+
+def stream_audio(path: str | os.PathLike, sample_rate: int, block_frames: int = 1 << 18) -> Iterator[np.ndarray]:
+    """Decode `path` block by block as mono float32 at `sample_rate`: memory does not grow with the file's length.
+
+    Channels are averaged and the rate converted with soxr's streaming 'HQ' resampler (the same filter as
+    `load_audio`; block seams can change the last float digits). A NaN or Inf sample is a
+    `NonFiniteAudioError` naming its time; a decoding failure part-way is an `AudioError`.
+    """
+    offset, resampler = 0, None
+    try:
+        with sf.SoundFile(str(path)) as handle:
+            rate = int(handle.samplerate)
+            if rate != sample_rate:
+                resampler = soxr.ResampleStream(rate, sample_rate, 1, dtype="float32", quality="HQ")
+            while True:
+                data = handle.read(block_frames, dtype="float32", always_2d=True)
+                last = len(data) < block_frames
+                check_finite(path, data, rate, offset)
+                offset += len(data)
+                wave = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+                if resampler is not None:
+                    wave = resampler.resample_chunk(np.ascontiguousarray(wave), last=last)
+                if len(wave):
+                    yield np.ascontiguousarray(wave, dtype=np.float32)
+                if last:
+                    return
+    except (RuntimeError, sf.LibsndfileError) as err:
+        raise AudioError(f"audio file '{path}' cannot be decoded ({err}); re-copy it from the corpus") from err
 
 
 def resampled_frames(frames: int, rate: int, target_rate: int) -> int:

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 from .errors import ConfigError, GmptlError
 from .failures import storage_failure
@@ -21,6 +22,10 @@ log = logging.getLogger("gmptl")
 
 
 def run_predict(args: argparse.Namespace) -> int:
+    if args.timeline:
+        return run_timeline(args)
+    if args.segments or args.html or args.plots:
+        raise ConfigError("--segments, --html and --plots belong to --timeline")
     from .predict import predict_files  # torch and transformers load only when a command needs them
 
     table = predict_files(
@@ -34,17 +39,103 @@ def run_predict(args: argparse.Namespace) -> int:
         batch_seconds=args.batch_seconds,
         progress=sys.stderr.isatty(),
     )
-    if args.output:
-        with atomic_path(args.output) as tmp:
+    write_table(table, args.output)
+    whole = table[table["start_s"].isna()] if "start_s" in table else table  # one row per input
+    return report_failures(len(whole), int(whole["error"].notna().sum()))
+
+
+def write_table(table, output: str | None) -> None:
+    if output:
+        with atomic_path(output) as tmp:
             table.to_csv(tmp, sep="\t", index=False, float_format="%.6f")
     else:
         table.to_csv(sys.stdout, sep="\t", index=False, float_format="%.6f")
-    whole = table[table["start_s"].isna()] if "start_s" in table else table  # one row per input
-    failed = int(whole["error"].notna().sum())
-    log.info("predicted %d of %d input(s)", len(whole) - failed, len(whole))
+
+
+def report_failures(inputs: int, failed: int) -> int:
+    log.info("predicted %d of %d input(s)", inputs - failed, inputs)
     if failed:
         log.warning("%d input(s) failed; their reasons are above and in the 'error' column", failed)
     return 1 if failed else 0
+
+
+def timeline_outputs(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """(HTML page, PNG folder): as given, else beside `-o OUT.tsv` (OUT.html, OUT_plots/), else none."""
+    stem = None
+    if args.output:
+        out = Path(args.output)
+        stem = out.with_suffix("") if out.suffix else out
+    page = args.html or (f"{stem}.html" if stem is not None else None)
+    plots = args.plots or (f"{stem}_plots" if stem is not None else None)
+    return page, plots
+
+
+def run_timeline(args: argparse.Namespace) -> int:
+    from .timeline import VadOptions, timeline
+    from .timeline_report import plot_files, timeline_page
+
+    vad = VadOptions(args.vad_threshold, args.min_speech, args.min_silence, args.speech_pad)
+    table = timeline(
+        args.model,
+        args.inputs,
+        fold=args.fold,
+        segments=args.segments or ("windows" if args.window is not None else "vad"),
+        vad=vad,
+        max_segment_s=args.max_segment,
+        window_s=args.window,
+        hop_s=args.hop,
+        smooth=args.smooth,
+        device=args.device,
+        precision=args.precision,
+        batch_seconds=args.batch_seconds,
+        progress=sys.stderr.isatty(),
+    )
+    classes = [c[len("score_") :] for c in table.columns if c.startswith("score_")]
+    write_table(table, args.output)
+    page, plots = timeline_outputs(args)
+    if plots:
+        written = plot_files(table, classes, plots)
+        log.info("wrote %d timeline picture(s) in '%s'", len(written), plots)
+    if page:
+        with atomic_path(page) as tmp:
+            tmp.write_text(timeline_page(table, classes, audio=args.html_audio, page=page), encoding="utf-8")
+        log.info("wrote the timeline page '%s'", page)
+    files = table.drop_duplicates("file")
+    return report_failures(len(files), int(files["error"].notna().sum()))
+
+
+def add_timeline_options(group) -> None:
+    group.add_argument(
+        "--timeline",
+        action="store_true",
+        help="one row per segment (file, start_s, end_s, speech, emotion, score_<class>..., error), a PNG per "
+        "file and an HTML page (beside -o OUT.tsv: OUT_plots/, OUT.html)",
+    )
+    group.add_argument(
+        "--segments",
+        choices=["vad", "windows", "file"],
+        help="how recordings are cut: vad (silero-vad speech segments, the default), windows (--window/--hop), file",
+    )
+    group.add_argument("--vad-threshold", type=float, default=0.5, metavar="P", help="speech probability (0.5)")
+    group.add_argument("--min-speech", type=float, default=0.25, metavar="S", help="shortest speech kept (0.25 s)")
+    group.add_argument(
+        "--min-silence", type=float, default=0.3, metavar="S", help="shortest pause that ends speech (0.3 s)"
+    )
+    group.add_argument("--speech-pad", type=float, default=0.03, metavar="S", help="padding per side (0.03 s)")
+    group.add_argument(
+        "--max-segment", type=float, default=10.0, metavar="S", help="longer speech is split evenly (10 s)"
+    )
+    group.add_argument(
+        "--smooth", type=int, default=0, metavar="N", help="average scores over N speech segments each side (0: off)"
+    )
+    group.add_argument("--html", metavar="FILE", help="the timeline page (default: beside -o)")
+    group.add_argument("--plots", metavar="DIR", help="folder for one PNG per file (default: beside -o)")
+    group.add_argument(
+        "--html-audio",
+        choices=["embed", "link"],
+        default="embed",
+        help="embed the audio in the page (Ogg Vorbis 16 kHz) or link to the original files",
+    )
 
 
 def add_predict(subparsers) -> None:
@@ -74,6 +165,7 @@ def add_predict(subparsers) -> None:
     parser.add_argument(
         "--batch-seconds", type=float, default=120.0, metavar="S", help="seconds of padded audio per batch"
     )
+    add_timeline_options(parser.add_argument_group("emotion over time (--timeline)"))
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files, folders, or @list.txt")
     parser.set_defaults(run=run_predict)
 
@@ -243,7 +335,8 @@ def messages_on_stderr(command: str) -> Iterator[None]:
 def outputs_of(args: argparse.Namespace) -> list[str]:
     """What a command writes, for storage errors that do not name their file."""
     if args.command == "predict":
-        return [args.output or "standard output"]
+        extra = [p for p in timeline_outputs(args) if p] if args.timeline else []
+        return [args.output or "standard output", *extra]
     return []
 
 
