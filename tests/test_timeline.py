@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import re
 import shutil
 import subprocess
@@ -23,7 +24,17 @@ from gmptl.timeline import Segment, VadOptions, smoothed, split_evenly, timeline
 from gmptl.timeline_report import time_shares, timeline_page
 
 pytest.importorskip("silero_vad")
-ESPEAK = shutil.which("espeak-ng")
+
+
+def find_espeak() -> str | None:
+    """espeak-ng on PATH; as root with apt, installed first (Debian's package, a few MB)."""
+    if shutil.which("espeak-ng") is None and os.geteuid() == 0 and shutil.which("apt-get"):
+        command = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "espeak-ng"]
+        subprocess.run(command, capture_output=True, timeout=600, check=False)
+    return shutil.which("espeak-ng")
+
+
+ESPEAK = find_espeak()
 needs_espeak = pytest.mark.skipif(ESPEAK is None, reason="espeak-ng is not on PATH (Debian: apt-get install espeak-ng)")
 COLUMNS = ["file", "start_s", "end_s", "speech", "emotion", *SCORES, "error"]
 SENTENCES = [
@@ -234,3 +245,20 @@ def test_the_page_shows_a_timeline_per_file_and_a_click_seeks_the_audio(predicto
     assert float(probe.group(3)) == 0.0  # the other file's player did not move
     assert f'id="seg-1-{target}" ' in dom and "segment current" in dom
     assert "share of time" in screen and "no speech" in screen
+
+
+@needs_espeak
+@pytest.mark.parametrize("block", [1 << 18, 3000])
+def test_each_speech_segment_is_scored_on_its_own_audio_across_block_seams(predictor, tmp_path, monkeypatch, block):
+    monkeypatch.setattr("gmptl.timeline.STREAM_BLOCK", block)  # 3000 frames: segments and pauses span many blocks
+    wave, _ = call([0.3, 17.0, 0.4, 18.5, 0.6])  # pauses longer than a default block (16 s)
+    sf.write(tmp_path / "call.wav", wave, 16000, subtype="PCM_16")
+    table = timeline(predictor, [tmp_path / "call.wav"], batch_seconds=3)
+    speech = table[table["speech"] == True]  # noqa: E712
+    assert len(speech) == 4
+    decoded, _ = sf.read(tmp_path / "call.wav", dtype="float32")
+    for k, (_, row) in enumerate(speech.iterrows()):
+        piece = decoded[round(row["start_s"] * 16000) : round(row["end_s"] * 16000)]
+        sf.write(tmp_path / f"piece{k}.wav", piece, 16000, subtype="FLOAT")
+    alone = predict_files(predictor, [tmp_path / f"piece{k}.wav" for k in range(4)])
+    np.testing.assert_allclose(speech[SCORES].to_numpy(float), alone[SCORES].to_numpy(float), atol=1e-5)

@@ -24,8 +24,8 @@ log = logging.getLogger("gmptl")
 def run_predict(args: argparse.Namespace) -> int:
     if args.timeline:
         return run_timeline(args)
-    if args.segments or args.html or args.plots:
-        raise ConfigError("--segments, --html and --plots belong to --timeline")
+    if args.segments or args.html or args.plots or args.no_pictures:
+        raise ConfigError("--segments, --html, --plots and --no-pictures belong to --timeline")
     from .predict import predict_files  # torch and transformers load only when a command needs them
 
     table = predict_files(
@@ -61,6 +61,10 @@ def report_failures(inputs: int, failed: int) -> int:
 
 def timeline_outputs(args: argparse.Namespace) -> tuple[str | None, str | None]:
     """(HTML page, PNG folder): as given, else beside `-o OUT.tsv` (OUT.html, OUT_plots/), else none."""
+    if args.no_pictures:
+        if args.html or args.plots:
+            raise ConfigError("--no-pictures writes no page and no PNG; drop it or --html / --plots")
+        return None, None
     stem = None
     if args.output:
         out = Path(args.output)
@@ -130,6 +134,7 @@ def add_timeline_options(group) -> None:
     )
     group.add_argument("--html", metavar="FILE", help="the timeline page (default: beside -o)")
     group.add_argument("--plots", metavar="DIR", help="folder for one PNG per file (default: beside -o)")
+    group.add_argument("--no-pictures", action="store_true", help="write the TSV only (no PNG, no page)")
     group.add_argument(
         "--html-audio",
         choices=["embed", "link"],

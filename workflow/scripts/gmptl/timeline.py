@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 VAD_RATE = 16000  # silero-vad runs at 8 or 16 kHz; the detector always hears 16 kHz
 VAD_CHUNK = 512  # samples per speech probability at 16 kHz (32 ms), as silero-vad requires
 SEGMENT_MODES = ("vad", "windows", "file")
+STREAM_BLOCK = 1 << 18  # frames decoded at a time (16 s at 16 kHz)
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,7 @@ def speech_spans(path: str, vad_model, options: VadOptions, bar: tqdm) -> list[t
     probs: list[float] = []  # one float per 32 ms: 0.9 MB per hour, the only thing kept
     carry = np.zeros(0, dtype=np.float32)
     total = 0
-    for block in stream_audio(path, VAD_RATE):
+    for block in stream_audio(path, VAD_RATE, STREAM_BLOCK):
         total += len(block)
         carry = np.concatenate([carry, block])
         whole = len(carry) - len(carry) % VAD_CHUNK
@@ -191,7 +192,7 @@ def score_stream(
                 segments[pending[j][0]].probs = probs
         pending.clear()
 
-    for block in stream_audio(path, predictor.sample_rate):
+    for block in stream_audio(path, predictor.sample_rate, STREAM_BLOCK):
         buffer = np.concatenate([buffer, block])
         buffer_end = buffer_start + len(buffer)
         while next_wanted < len(wanted) and wanted[next_wanted][2] <= buffer_end:
@@ -200,7 +201,7 @@ def score_stream(
             next_wanted += 1
         if sum(len(wave) for _, wave in pending) >= budget:
             flush()
-        keep_from = wanted[next_wanted][1] if next_wanted < len(wanted) else buffer_end
+        keep_from = min(wanted[next_wanted][1], buffer_end) if next_wanted < len(wanted) else buffer_end
         buffer, buffer_start = buffer[keep_from - buffer_start :], keep_from
         bar.update(len(block) / predictor.sample_rate * share)
     for i, start, _ in wanted[next_wanted:]:  # the header's length can exceed what decodes by a sample
