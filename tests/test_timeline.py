@@ -262,3 +262,83 @@ def test_each_speech_segment_is_scored_on_its_own_audio_across_block_seams(predi
         sf.write(tmp_path / f"piece{k}.wav", piece, 16000, subtype="FLOAT")
     alone = predict_files(predictor, [tmp_path / f"piece{k}.wav" for k in range(4)])
     np.testing.assert_allclose(speech[SCORES].to_numpy(float), alone[SCORES].to_numpy(float), atol=1e-5)
+
+
+def test_a_file_decoding_short_of_its_header_is_one_error_row_not_a_crash(predictor, tmp_path, monkeypatch):
+    import gmptl.predict
+    import gmptl.timeline
+
+    sf.write(tmp_path / "short.wav", voice_like(2.0, seed=5), 16000)
+    sf.write(tmp_path / "good.wav", voice_like(2.0, seed=6), 16000)
+    real = gmptl.predict.probe
+
+    def longer_header(path, rate, shortest):  # as an MP3 whose frame count overstates its audio
+        duration, samples, problem = real(path, rate, shortest)
+        return (duration + 1, samples + rate, problem) if path.endswith("short.wav") else (duration, samples, problem)
+
+    monkeypatch.setattr(gmptl.timeline, "probe", longer_header)
+    monkeypatch.setattr(gmptl.predict, "probe", longer_header)
+    message = "is truncated: its header declares 3.00 s of audio but it decodes to 2.00 s"
+    for mode in ("windows", "file"):
+        window = {"window_s": 1.0} if mode == "windows" else {}
+        table = timeline(predictor, [tmp_path / "short.wav", tmp_path / "good.wav"], segments=mode, **window)
+        assert list(table["error"].fillna("")).count(message) == 1 and table["emotion"].notna().sum() >= 1
+    table = predict_files(predictor, [tmp_path / "short.wav", tmp_path / "good.wav"], window_s=1.0)
+    assert table["error"].iloc[0] == message and table["error"].iloc[1:].isna().all()
+
+
+def test_waiting_audio_never_exceeds_the_batch_budget_by_more_than_one_segment(predictor, tmp_path, monkeypatch):
+    import gmptl.timeline
+
+    sf.write(tmp_path / "long.wav", voice_like(20.0, seed=7), 16000)
+    waiting, real = [], gmptl.timeline.length_batches
+
+    def counting(lengths, budget):  # called once per flush, with every copy waiting to be scored
+        waiting.append(float(np.sum(lengths)) / 16000)
+        return real(lengths, budget)
+
+    monkeypatch.setattr(gmptl.timeline, "length_batches", counting)
+    table = timeline(predictor, [tmp_path / "long.wav"], segments="windows", window_s=1.0, hop_s=0.05, batch_seconds=2)
+    assert len(table) == 381 and table["emotion"].notna().all()
+    assert max(waiting) <= 2 + 1  # one 16 s block holds 320 windows (320 s of copies) without the bound
+
+
+def test_one_extreme_sample_is_refused_not_read_as_silence_to_the_end(predictor, tmp_path):
+    wave = voice_like(3.0, seed=2)
+    wave[16000] = 1e20  # finite, but it drives the detector's recurrent state to NaN
+    sf.write(tmp_path / "extreme.wav", wave, 16000, subtype="FLOAT")
+    table = timeline(predictor, [tmp_path / "extreme.wav"])
+    assert len(table) == 1 and "silero-vad's speech probability to a non-finite value" in table["error"].iloc[0]
+
+
+def test_outputs_that_clash_or_would_replace_a_folder_fail_before_any_scoring(model_dir, tmp_path, monkeypatch):
+    import gmptl.timeline
+
+    sf.write(tmp_path / "a.wav", voice_like(1.0, seed=1), 16000)
+    monkeypatch.setattr(gmptl.timeline, "timeline", lambda *a, **k: pytest.fail("scored before the paths were checked"))
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    (keep / "notes.txt").write_text("x")
+    base = ["predict", "--model", str(model_dir), "--timeline"]
+    assert main([*base, "-o", str(tmp_path / "r.html"), str(tmp_path / "a.wav")]) == 2  # the page would be the TSV
+    assert main([*base, "-o", str(tmp_path / "r.tsv"), "--html", str(tmp_path / "r.tsv"), str(tmp_path / "a.wav")]) == 2
+    assert main([*base, "--html", str(keep), "-o", str(tmp_path / "t.tsv"), str(tmp_path / "a.wav")]) == 2
+    assert main([*base, "--no-pictures", "--html", str(tmp_path / "p.html"), str(tmp_path / "a.wav")]) == 2
+    assert main(["predict", "--model", str(model_dir), "-o", str(keep), str(tmp_path / "a.wav")]) == 2
+    assert (keep / "notes.txt").read_text() == "x" and not (tmp_path / "r.tsv").exists()
+
+
+def test_timeline_options_without_timeline_are_refused_not_ignored(model_dir, tmp_path, capsys):
+    sf.write(tmp_path / "a.wav", voice_like(1.0, seed=1), 16000)
+    for option in (["--smooth", "2"], ["--vad-threshold", "0.7"], ["--html-audio", "link"], ["--no-pictures"]):
+        assert main(["predict", "--model", str(model_dir), *option, str(tmp_path / "a.wav")]) == 2
+        assert f"{option[0]} belong(s) to --timeline" in capsys.readouterr().err
+
+
+def test_linked_audio_keeps_hash_and_question_marks_in_file_names(predictor, tmp_path):
+    for name in ("take#2.wav", "a?b.wav", "100%.wav"):
+        sf.write(tmp_path / name, voice_like(1.0, seed=1), 16000)
+    table = timeline(predictor, [tmp_path / n for n in ("take#2.wav", "a?b.wav", "100%.wav")], segments="file")
+    page = timeline_page(table, CLASSES, audio="link", page=tmp_path / "page.html")
+    for src in ('src="take%232.wav"', 'src="a%3Fb.wav"', 'src="100%25.wav"'):
+        assert src in page

@@ -22,10 +22,12 @@ log = logging.getLogger("gmptl")
 
 
 def run_predict(args: argparse.Namespace) -> int:
+    check_file_output(args.output, "-o")
     if args.timeline:
         return run_timeline(args)
-    if args.segments or args.html or args.plots or args.no_pictures:
-        raise ConfigError("--segments, --html, --plots and --no-pictures belong to --timeline")
+    given = [option for option, dest in TIMELINE_ONLY.items() if getattr(args, dest) not in (None, False)]
+    if given:
+        raise ConfigError(f"{', '.join(given)} belong(s) to --timeline; add --timeline or drop them")
     from .predict import predict_files  # torch and transformers load only when a command needs them
 
     table = predict_files(
@@ -44,6 +46,12 @@ def run_predict(args: argparse.Namespace) -> int:
     return report_failures(len(whole), int(whole["error"].notna().sum()))
 
 
+def check_file_output(path: str | None, option: str) -> None:
+    """A file to write must not be an existing folder (it would be replaced by the file)."""
+    if path and Path(path).is_dir():
+        raise ConfigError(f"{option} '{path}' is an existing folder; name a file to write")
+
+
 def write_table(table, output: str | None) -> None:
     if output:
         with atomic_path(output) as tmp:
@@ -60,7 +68,10 @@ def report_failures(inputs: int, failed: int) -> int:
 
 
 def timeline_outputs(args: argparse.Namespace) -> tuple[str | None, str | None]:
-    """(HTML page, PNG folder): as given, else beside `-o OUT.tsv` (OUT.html, OUT_plots/), else none."""
+    """(HTML page, PNG folder): as given, else beside `-o OUT.tsv` (OUT.html, OUT_plots/), else none.
+
+    Checked before any scoring: no output may be another one, or an existing file or folder of the wrong kind.
+    """
     if args.no_pictures:
         if args.html or args.plots:
             raise ConfigError("--no-pictures writes no page and no PNG; drop it or --html / --plots")
@@ -71,6 +82,14 @@ def timeline_outputs(args: argparse.Namespace) -> tuple[str | None, str | None]:
         stem = out.with_suffix("") if out.suffix else out
     page = args.html or (f"{stem}.html" if stem is not None else None)
     plots = args.plots or (f"{stem}_plots" if stem is not None else None)
+    check_file_output(page, "--html")
+    if plots and Path(plots).exists() and not Path(plots).is_dir():
+        raise ConfigError(f"--plots '{plots}' is an existing file; name a folder for the PNGs")
+    named = [(o, p) for o, p in (("-o", args.output), ("--html", page), ("--plots", plots)) if p]
+    for i, (first, one) in enumerate(named):
+        for second, other in named[i + 1 :]:
+            if Path(one).resolve() == Path(other).resolve():
+                raise ConfigError(f"{first} and {second} both name '{one}'; give each output its own path")
     return page, plots
 
 
@@ -78,17 +97,20 @@ def run_timeline(args: argparse.Namespace) -> int:
     from .timeline import VadOptions, timeline
     from .timeline_report import plot_files, timeline_page
 
-    vad = VadOptions(args.vad_threshold, args.min_speech, args.min_silence, args.speech_pad)
+    page, plots = timeline_outputs(args)  # bad output paths fail before any scoring
+    given = {"threshold": args.vad_threshold, "min_speech_s": args.min_speech}
+    given.update({"min_silence_s": args.min_silence, "speech_pad_s": args.speech_pad})
+    vad = VadOptions(**{key: value for key, value in given.items() if value is not None})
     table = timeline(
         args.model,
         args.inputs,
         fold=args.fold,
         segments=args.segments or ("windows" if args.window is not None else "vad"),
         vad=vad,
-        max_segment_s=args.max_segment,
+        max_segment_s=10.0 if args.max_segment is None else args.max_segment,
         window_s=args.window,
         hop_s=args.hop,
-        smooth=args.smooth,
+        smooth=args.smooth or 0,
         device=args.device,
         precision=args.precision,
         batch_seconds=args.batch_seconds,
@@ -96,16 +118,32 @@ def run_timeline(args: argparse.Namespace) -> int:
     )
     classes = [c[len("score_") :] for c in table.columns if c.startswith("score_")]
     write_table(table, args.output)
-    page, plots = timeline_outputs(args)
     if plots:
         written = plot_files(table, classes, plots)
         log.info("wrote %d timeline picture(s) in '%s'", len(written), plots)
     if page:
         with atomic_path(page) as tmp:
-            tmp.write_text(timeline_page(table, classes, audio=args.html_audio, page=page), encoding="utf-8")
+            audio = args.html_audio or "embed"
+            tmp.write_text(timeline_page(table, classes, audio=audio, page=page), encoding="utf-8")
         log.info("wrote the timeline page '%s'", page)
     files = table.drop_duplicates("file")
     return report_failures(len(files), int(files["error"].notna().sum()))
+
+
+# options that only --timeline reads: given without it they would be silently ignored
+TIMELINE_ONLY = {
+    "--segments": "segments",
+    "--vad-threshold": "vad_threshold",
+    "--min-speech": "min_speech",
+    "--min-silence": "min_silence",
+    "--speech-pad": "speech_pad",
+    "--max-segment": "max_segment",
+    "--smooth": "smooth",
+    "--html": "html",
+    "--plots": "plots",
+    "--no-pictures": "no_pictures",
+    "--html-audio": "html_audio",
+}
 
 
 def add_timeline_options(group) -> None:
@@ -120,17 +158,13 @@ def add_timeline_options(group) -> None:
         choices=["vad", "windows", "file"],
         help="how recordings are cut: vad (silero-vad speech segments, the default), windows (--window/--hop), file",
     )
-    group.add_argument("--vad-threshold", type=float, default=0.5, metavar="P", help="speech probability (0.5)")
-    group.add_argument("--min-speech", type=float, default=0.25, metavar="S", help="shortest speech kept (0.25 s)")
+    group.add_argument("--vad-threshold", type=float, metavar="P", help="speech probability (0.5)")
+    group.add_argument("--min-speech", type=float, metavar="S", help="shortest speech kept (0.25 s)")
+    group.add_argument("--min-silence", type=float, metavar="S", help="shortest pause that ends speech (0.3 s)")
+    group.add_argument("--speech-pad", type=float, metavar="S", help="padding per side (0.03 s)")
+    group.add_argument("--max-segment", type=float, metavar="S", help="longer speech is split evenly (10 s)")
     group.add_argument(
-        "--min-silence", type=float, default=0.3, metavar="S", help="shortest pause that ends speech (0.3 s)"
-    )
-    group.add_argument("--speech-pad", type=float, default=0.03, metavar="S", help="padding per side (0.03 s)")
-    group.add_argument(
-        "--max-segment", type=float, default=10.0, metavar="S", help="longer speech is split evenly (10 s)"
-    )
-    group.add_argument(
-        "--smooth", type=int, default=0, metavar="N", help="average scores over N speech segments each side (0: off)"
+        "--smooth", type=int, metavar="N", help="average scores over N speech segments each side (0: off)"
     )
     group.add_argument("--html", metavar="FILE", help="the timeline page (default: beside -o)")
     group.add_argument("--plots", metavar="DIR", help="folder for one PNG per file (default: beside -o)")
@@ -138,8 +172,7 @@ def add_timeline_options(group) -> None:
     group.add_argument(
         "--html-audio",
         choices=["embed", "link"],
-        default="embed",
-        help="embed the audio in the page (Ogg Vorbis 16 kHz) or link to the original files",
+        help="embed the audio in the page (Ogg Vorbis 16 kHz; the default) or link to the original files",
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import errno
 import glob
 import hashlib
 import json
@@ -34,6 +35,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield staged
         if target.is_dir() and not target.is_symlink():
+            if not staged.is_dir():  # a file never replaces a folder (its contents would be lost)
+                raise IsADirectoryError(errno.EISDIR, "is a folder; a file cannot replace it", str(target))
             shutil.rmtree(target)
         os.replace(staged, target)
     finally:

@@ -277,6 +277,17 @@ def window_bounds(samples: int, window: int, hop: int) -> list[tuple[int, int]]:
     return [(start, start + window) for start in [*range(0, samples - window, hop), samples - window]]
 
 
+HEADER_SLACK = 0.05  # seconds a file may decode short of its header's length (MP3 decoder padding) unrefused
+
+
+def check_decoded_length(path: str, samples: int, decoded: int, predictor: Predictor) -> None:
+    """A file that decodes to clearly less than the `samples` its header declares is a `TruncatedAudioError`."""
+    rate = predictor.sample_rate
+    if decoded < samples - max(predictor.min_samples, HEADER_SLACK * rate):
+        detail = f"its header declares {samples / rate:.2f} s of audio but it decodes to {decoded / rate:.2f} s"
+        raise TruncatedAudioError(path, detail)
+
+
 @dataclass
 class Recording:
     path: str
@@ -348,7 +359,9 @@ def score_segments(
             if r not in decoded and recordings[r].error is None:
                 try:
                     decoded[r] = load_audio(recordings[r].path, predictor.sample_rate, "convert")
+                    check_decoded_length(recordings[r].path, recordings[r].samples, len(decoded[r]), predictor)
                 except AudioError as err:
+                    decoded.pop(r, None)
                     recordings[r].error = unusable(err)
                     log.warning("skipped '%s': %s", recordings[r].path, recordings[r].error)
             if r in decoded:

@@ -36,11 +36,12 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from .audio import stream_audio
+from .audio import NonFiniteAudioError, stream_audio
 from .batching import length_batches
 from .errors import AudioError, ConfigError
 from .predict import (
     Predictor,
+    check_decoded_length,
     check_windows,
     ensemble_probs,
     expand_inputs,
@@ -119,6 +120,11 @@ def speech_spans(path: str, vad_model, options: VadOptions, bar: tqdm) -> list[t
     if len(carry):  # the last chunk, zero-padded as silero-vad's own get_speech_timestamps does
         chunk = np.pad(carry, (0, VAD_CHUNK - len(carry)))
         probs.append(float(vad_model(torch.from_numpy(chunk), VAD_RATE)))
+    finite = np.isfinite(probs)
+    if not finite.all():  # the detector's state overflowed: every later chunk would read as non-speech
+        at = int(np.argmin(finite)) * VAD_CHUNK / VAD_RATE
+        detail = f"drives silero-vad's speech probability to a non-finite value from {at:.2f} s (extreme samples?)"
+        raise NonFiniteAudioError(path, detail)
     stamps = get_speech_timestamps_from_probs(
         probs,
         sampling_rate=VAD_RATE,
@@ -183,6 +189,7 @@ def score_stream(
     budget = batch_seconds * predictor.sample_rate
     buffer, buffer_start, next_wanted = np.zeros(0, dtype=np.float32), 0, 0
     pending: list[tuple[int, np.ndarray]] = []
+    pending_samples = 0
 
     def flush() -> None:
         lengths = np.asarray([len(wave) for _, wave in pending])
@@ -198,14 +205,18 @@ def score_stream(
         while next_wanted < len(wanted) and wanted[next_wanted][2] <= buffer_end:
             i, start, end = wanted[next_wanted]
             pending.append((i, buffer[start - buffer_start : end - buffer_start].copy()))
+            pending_samples += end - start
             next_wanted += 1
-        if sum(len(wave) for _, wave in pending) >= budget:
-            flush()
+            if pending_samples >= budget:  # never more than --batch-seconds of copies waiting
+                flush()
+                pending_samples = 0
         keep_from = min(wanted[next_wanted][1], buffer_end) if next_wanted < len(wanted) else buffer_end
         buffer, buffer_start = buffer[keep_from - buffer_start :], keep_from
         bar.update(len(block) / predictor.sample_rate * share)
-    for i, start, _ in wanted[next_wanted:]:  # the header's length can exceed what decodes by a sample
-        pending.append((i, buffer[max(0, start - buffer_start) :].copy()))
+    check_decoded_length(path, samples, buffer_start + len(buffer), predictor)
+    for i, start, _ in wanted[next_wanted:]:  # a decoder may stop a few samples short of the header's length
+        wave = buffer[max(0, start - buffer_start) :]
+        pending.append((i, wave.copy() if len(wave) >= predictor.min_samples else buffer[-predictor.min_samples :]))
     if pending:
         flush()
 

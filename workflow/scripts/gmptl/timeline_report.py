@@ -13,6 +13,7 @@ import base64
 import html
 import io
 import os
+import urllib.parse
 from pathlib import Path
 
 import matplotlib
@@ -145,7 +146,8 @@ def timeline_page(
             source = embedded_audio(path)
         else:
             here = Path(page).resolve().parent if page is not None else Path.cwd()
-            source = html.escape(Path(os.path.relpath(Path(path).resolve(), here)).as_posix())
+            link = Path(os.path.relpath(Path(path).resolve(), here)).as_posix()
+            source = html.escape(urllib.parse.quote(link))  # '#', '?' and '%' in a name stay part of it
         png = io.BytesIO()
         plot_file(rows, classes, png)
         picture = base64.b64encode(png.getvalue()).decode()
