@@ -414,3 +414,18 @@ def test_the_console_script_runs_as_a_module_and_reports_a_bad_model_in_one_line
         f"gmptl predict: '{tmp_path}' is neither a model folder (no model.json) nor an experiment's results folder "
         "(no stages.tsv)"
     ]
+
+
+def test_a_run_with_several_seeds_uses_its_first_seeds_fold_models(tmp_path, caplog):
+    from gmptl.predict import fold_models
+
+    exp = tmp_path / "results" / "exp"
+    exp.mkdir(parents=True)
+    lines = ["stage\tfold\tpath\tid\thead\tseed", "mtl\t1\tresults/cache/mtl/a/fold1\ta\t\t42"]
+    for seed, run in ((42, "b"), (43, "c"), (44, "d")):
+        lines += [f"stage2\t{fold}\tresults/cache/stage2/{run}/fold{fold}\t{run}\t\t{seed}" for fold in (1, 2)]
+    (exp / "stages.tsv").write_text("\n".join(lines) + "\n")
+    with caplog.at_level("INFO", logger="gmptl.predict"):
+        models = fold_models(exp)
+    assert models == {fold: tmp_path / "results" / "cache" / "stage2" / "b" / f"fold{fold}" for fold in (1, 2)}
+    assert "lists seeds ['42', '43', '44']; using seed 42's models" in caplog.text

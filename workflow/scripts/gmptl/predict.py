@@ -95,7 +95,12 @@ def fold_models(exp_dir: Path) -> dict[int, Path]:
         raise BackboneError(f"'{stages}' lacks column(s) {missing}; rerun the workflow")
     base = Path(os.path.abspath(exp_dir)).parent.parent
     models: dict[int, Path] = {}
-    for line, row in table[table["stage"] == "stage2"].iterrows():
+    rows = table[table["stage"] == "stage2"]
+    if "seed" in rows.columns and rows["seed"].nunique() > 1:  # a run with several seeds: its first seed's models
+        first = rows["seed"].dropna().iloc[0]
+        log.info("'%s' lists seeds %s; using seed %s's models", stages, list(rows["seed"].dropna().unique()), first)
+        rows = rows[rows["seed"] == first]
+    for line, row in rows.iterrows():
         try:
             fold = int(row["fold"])
         except (TypeError, ValueError):
