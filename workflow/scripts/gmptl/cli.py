@@ -25,7 +25,7 @@ def run_predict(args: argparse.Namespace) -> int:
     check_file_output(args.output, "-o")
     if args.timeline:
         return run_timeline(args)
-    given = [option for option, dest in TIMELINE_ONLY.items() if getattr(args, dest) not in (None, False)]
+    given = [option for option in TIMELINE_ONLY if getattr(args, dest_of(option)) not in (None, False)]
     if given:
         raise ConfigError(f"{', '.join(given)} belong(s) to --timeline; add --timeline or drop them")
     from .predict import predict_files  # torch and transformers load only when a command needs them
@@ -98,19 +98,23 @@ def run_timeline(args: argparse.Namespace) -> int:
     from .timeline_report import plot_files, timeline_page
 
     page, plots = timeline_outputs(args)  # bad output paths fail before any scoring
-    given = {"threshold": args.vad_threshold, "min_speech_s": args.min_speech}
-    given.update({"min_silence_s": args.min_silence, "speech_pad_s": args.speech_pad})
-    vad = VadOptions(**{key: value for key, value in given.items() if value is not None})
+    vad = VadOptions(
+        **given(
+            threshold=args.vad_threshold,
+            min_speech_s=args.min_speech,
+            min_silence_s=args.min_silence,
+            speech_pad_s=args.speech_pad,
+        )
+    )
     table = timeline(
         args.model,
         args.inputs,
         fold=args.fold,
         segments=args.segments or ("windows" if args.window is not None else "vad"),
         vad=vad,
-        max_segment_s=10.0 if args.max_segment is None else args.max_segment,
         window_s=args.window,
         hop_s=args.hop,
-        smooth=args.smooth or 0,
+        **given(max_segment_s=args.max_segment, smooth=args.smooth),  # unset: the library's defaults
         device=args.device,
         precision=args.precision,
         batch_seconds=args.batch_seconds,
@@ -123,27 +127,37 @@ def run_timeline(args: argparse.Namespace) -> int:
         log.info("wrote %d timeline picture(s) in '%s'", len(written), plots)
     if page:
         with atomic_path(page) as tmp:
-            audio = args.html_audio or "embed"
-            tmp.write_text(timeline_page(table, classes, audio=audio, page=page), encoding="utf-8")
+            text = timeline_page(table, classes, page=page, **given(audio=args.html_audio))
+            tmp.write_text(text, encoding="utf-8")
         log.info("wrote the timeline page '%s'", page)
     files = table.drop_duplicates("file")
     return report_failures(len(files), int(files["error"].notna().sum()))
 
 
 # options that only --timeline reads: given without it they would be silently ignored
-TIMELINE_ONLY = {
-    "--segments": "segments",
-    "--vad-threshold": "vad_threshold",
-    "--min-speech": "min_speech",
-    "--min-silence": "min_silence",
-    "--speech-pad": "speech_pad",
-    "--max-segment": "max_segment",
-    "--smooth": "smooth",
-    "--html": "html",
-    "--plots": "plots",
-    "--no-pictures": "no_pictures",
-    "--html-audio": "html_audio",
-}
+TIMELINE_ONLY = (
+    "--segments",
+    "--vad-threshold",
+    "--min-speech",
+    "--min-silence",
+    "--speech-pad",
+    "--max-segment",
+    "--smooth",
+    "--html",
+    "--plots",
+    "--no-pictures",
+    "--html-audio",
+)
+
+
+def dest_of(option: str) -> str:
+    """The attribute argparse stores a long option under."""
+    return option.lstrip("-").replace("-", "_")
+
+
+def given(**options) -> dict:
+    """The options the user set (argparse leaves the others None), so the library's defaults stay the only ones."""
+    return {name: value for name, value in options.items() if value is not None}
 
 
 def add_timeline_options(group) -> None:
