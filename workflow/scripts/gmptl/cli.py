@@ -95,7 +95,7 @@ def timeline_outputs(args: argparse.Namespace) -> tuple[str | None, str | None]:
 
 def run_timeline(args: argparse.Namespace) -> int:
     from .timeline import VadOptions, timeline
-    from .timeline_report import plot_files, timeline_page
+    from .timeline_report import pictures, plot_files, timeline_page
 
     page, plots = timeline_outputs(args)  # bad output paths fail before any scoring
     vad = VadOptions(
@@ -122,12 +122,13 @@ def run_timeline(args: argparse.Namespace) -> int:
     )
     classes = [c[len("score_") :] for c in table.columns if c.startswith("score_")]
     write_table(table, args.output)
+    drawn = pictures(table, classes) if plots or page else {}
     if plots:
-        written = plot_files(table, classes, plots)
+        written = plot_files(table, classes, plots, drawn)
         log.info("wrote %d timeline picture(s) in '%s'", len(written), plots)
     if page:
         with atomic_path(page) as tmp:
-            text = timeline_page(table, classes, page=page, **given(audio=args.html_audio))
+            text = timeline_page(table, classes, page=page, drawn=drawn, **given(audio=args.html_audio))
             tmp.write_text(text, encoding="utf-8")
         log.info("wrote the timeline page '%s'", page)
     files = table.drop_duplicates("file")

@@ -129,28 +129,46 @@ img { max-width: 100%; }
 """
 
 
+def scored_files(table: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """(file, its rows in time order) for every recording with a timeline, in table order."""
+    good = table[table["error"].isna()]
+    return [(path, rows.sort_values("start_s")) for path, rows in good.groupby("file", sort=False)]
+
+
+def pictures(table: pd.DataFrame, classes: list[str]) -> dict[str, bytes]:
+    """file → its PNG (`plot_file`), drawn once for both the page and the PNG folder."""
+    drawn = {}
+    for path, rows in scored_files(table):
+        png = io.BytesIO()
+        plot_file(rows, classes, png)
+        drawn[path] = png.getvalue()
+    return drawn
+
+
 def timeline_page(
-    table: pd.DataFrame, classes: list[str], *, audio: str = "embed", page: str | os.PathLike | None = None
+    table: pd.DataFrame,
+    classes: list[str],
+    *,
+    audio: str = "embed",
+    page: str | os.PathLike | None = None,
+    drawn: dict[str, bytes] | None = None,
 ) -> str:
     """The HTML page (one section per recording with a timeline); `page` is where it will be written, for
-    relative links to the audio files with `audio='link'`."""
+    relative links to the audio files with `audio='link'`; `drawn`: the `pictures`, when already drawn."""
     if audio not in AUDIO_MODES:
         raise ValueError(f"audio must be one of {AUDIO_MODES}, not {audio!r}")
     colours = {**class_colours(classes), "no speech": SILENCE}
     key = "".join(f'<span style="background:{colour}"></span>{html.escape(c)}' for c, colour in colours.items())
+    drawn = pictures(table, classes) if drawn is None else drawn
     sections = []
-    good = table[table["error"].isna()]
-    for index, (path, rows) in enumerate(good.groupby("file", sort=False)):
-        rows = rows.sort_values("start_s")
+    for index, (path, rows) in enumerate(scored_files(table)):
         if audio == "embed":
             source = embedded_audio(path)
         else:
             here = Path(page).resolve().parent if page is not None else Path.cwd()
             link = Path(os.path.relpath(Path(path).resolve(), here)).as_posix()
             source = html.escape(urllib.parse.quote(link))  # '#', '?' and '%' in a name stay part of it
-        png = io.BytesIO()
-        plot_file(rows, classes, png)
-        picture = base64.b64encode(png.getvalue()).decode()
+        picture = base64.b64encode(drawn[path]).decode()
         shares = time_shares(rows, classes)
         summary = "".join(
             f"<tr><th>{html.escape(c)}</th><td>{100 * share:.1f} %</td></tr>" for c, share in shares.items()
@@ -173,18 +191,20 @@ def timeline_page(
     )
 
 
-def plot_files(table: pd.DataFrame, classes: list[str], folder: str | os.PathLike) -> list[Path]:
+def plot_files(
+    table: pd.DataFrame, classes: list[str], folder: str | os.PathLike, drawn: dict[str, bytes] | None = None
+) -> list[Path]:
     """One PNG per scored recording in `folder` (named after the file; a clash gets the file's index)."""
+    drawn = pictures(table, classes) if drawn is None else drawn
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     names: set[str] = set()
-    good = table[table["error"].isna()]
-    for index, (path, rows) in enumerate(good.groupby("file", sort=False)):
+    for index, path in enumerate(drawn):
         name = Path(str(path)).stem
         name = name if name not in names else f"{name}-{index}"
         names.add(name)
         with atomic_path(folder / f"{name}.png") as tmp:
-            plot_file(rows.sort_values("start_s"), classes, tmp)
+            tmp.write_bytes(drawn[path])
         written.append(folder / f"{name}.png")
     return written
