@@ -251,3 +251,59 @@ def test_expected_fold_ids_match_the_folds_made(manifest, protocol):
     subset = manifest[manifest["session"].isin([1, 3, 4])]
     folds = make_folds(subset, protocol=protocol)
     assert sorted(folds["fold"].unique()) == expected_fold_ids({"sessions": [1, 3, 4]}, {"protocol": protocol})
+
+
+# --- the deploy split and one fold's table ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("validation", ["speaker", "random", "none"])
+def test_deploy_split_trains_on_every_utterance_but_the_validation_ones(validation):
+    from gmptl.folds import DEPLOY_FOLD, deploy_split
+
+    frame = synthetic_manifest(n_speakers=6)
+    split = deploy_split(frame, validation, 0.2, seed=4)
+    assert list(split.columns) == FOLD_COLUMNS
+    assert split["utt_id"].tolist() == frame["utt_id"].tolist()
+    assert (split["fold"] == DEPLOY_FOLD).all() and DEPLOY_FOLD == 0
+    assert "test" not in set(split["split"])
+    valid = joined(split[split["split"] == "valid"], frame)
+    if validation == "none":
+        assert valid.empty and (split["split"] == "train").all()
+    elif validation == "speaker":  # one speaker holds 1/6 < 20 % of the data: two are held out
+        assert valid["speaker"].nunique() == 2
+        assert set(valid["speaker"]).isdisjoint(joined(split[split["split"] == "train"], frame)["speaker"])
+    else:
+        assert len(valid) == pytest.approx(0.2 * len(frame), abs=1)
+
+
+def test_deploy_split_without_a_speaker_to_validate_on_is_an_error():
+    from gmptl.errors import CorpusError
+    from gmptl.folds import deploy_split
+
+    with pytest.raises(CorpusError, match="fold 0: the training data hold no speaker to validate on"):
+        deploy_split(synthetic_manifest(n_speakers=0, unknown=4), "speaker", 0.2, seed=4)
+
+
+def test_fold_table_is_the_manifest_rows_of_one_fold_with_their_split(manifest):
+    from gmptl.folds import fold_table
+
+    folds = make_folds(manifest, "speaker")
+    shuffled = folds.sample(frac=1.0, random_state=0)
+    table = fold_table(shuffled, manifest, 3)
+    assert table["utt_id"].tolist() == manifest["utt_id"].tolist()  # manifest order, not the folds table's
+    assert list(table.columns) == [*manifest.columns, "split"]
+    expected = folds[folds["fold"] == 3].set_index("utt_id")["split"]
+    assert table.set_index("utt_id")["split"].equals(expected.loc[table["utt_id"]])
+    assert set(table.loc[table["split"] == "test", "session"]) == {3}
+
+
+def test_fold_table_refuses_a_missing_fold_or_utterances_not_in_the_manifest(manifest):
+    from gmptl.errors import CorpusError
+    from gmptl.folds import fold_table
+
+    folds = make_folds(manifest, "none")
+    with pytest.raises(CorpusError, match=r"fold 7 is not in the folds table \(folds: \[1, 2, 3, 4, 5\]\)"):
+        fold_table(folds, manifest, 7)
+    dropped = manifest["utt_id"].iloc[:2].tolist()
+    with pytest.raises(CorpusError, match="fold 1: 2 utterance\\(s\\) of the folds table are not in the manifest"):
+        fold_table(folds, manifest[~manifest["utt_id"].isin(dropped)], 1)

@@ -275,7 +275,7 @@ def fold_table(folds: pd.DataFrame, manifest: pd.DataFrame, fold: int) -> pd.Dat
     """The manifest rows of one fold with their split, in manifest order."""
     rows = folds[folds["fold"] == fold]
     if rows.empty:
-        raise CorpusError(f"fold {fold} is not in the folds table (folds: {sorted(folds['fold'].unique())})")
+        raise CorpusError(f"fold {fold} is not in the folds table (folds: {sorted(folds['fold'].unique().tolist())})")
     table = manifest.merge(rows[["utt_id", "split"]], on="utt_id", how="inner", validate="one_to_one")
     if len(table) != len(rows):
         raise CorpusError(
