@@ -9,7 +9,7 @@ from sklearn.cluster import KMeans, MiniBatchKMeans
 
 import gmptl.kmeans
 from gmptl.errors import KMeansError
-from gmptl.kmeans import fit_kmeans, kmeans_plusplus, lloyd, nearest, usage_entropy
+from gmptl.kmeans import Screen, fit_kmeans, kmeans_plusplus, lloyd, nearest, smallest_partials, usage_entropy
 
 
 def blobs(n=6000, d=16, centers=12, seed=0):
@@ -160,8 +160,17 @@ def record_seeds(monkeypatch) -> list:
     return picked
 
 
-@pytest.mark.parametrize("d, k", [(64, 16), (768, 64)])
-def test_frames_with_a_large_offset_follow_float64_lloyd_from_the_same_seeds(monkeypatch, d, k):
+@pytest.fixture(params=["screened", "plain"])
+def screen(request, monkeypatch) -> bool:
+    """Run a test with the bfloat16 screen of float32 assignments on (whatever this CPU is) and off."""
+    on = request.param == "screened"
+    monkeypatch.setattr(gmptl.kmeans, "_cpu_has_bf16_dot", lambda: on)
+    monkeypatch.setattr(gmptl.kmeans, "SCREEN_MIN_K", 64)  # the tests' small k go through the screen too
+    return on
+
+
+@pytest.mark.parametrize("d, k", [(64, 16), (768, 64), (96, 80)])
+def test_frames_with_a_large_offset_follow_float64_lloyd_from_the_same_seeds(monkeypatch, screen, d, k):
     rng = np.random.default_rng(11)
     x = (rng.normal(size=(3000, d)) + 1000.0).astype(np.float32)  # fewer than init_frames: seeded on all frames
     picked = record_seeds(monkeypatch)
@@ -201,3 +210,48 @@ def test_fewer_distinct_frames_than_k_is_a_clear_error():
     x = np.repeat(blobs(n=5, d=3), 4, axis=0)  # 20 frames, 5 distinct
     with pytest.raises(KMeansError, match="only 5 distinct points, fewer than k = 8"):
         fit_kmeans(x, 8)
+
+
+def float64_smallest(block: torch.Tensor, centroids: torch.Tensor, count: int) -> np.ndarray:
+    d = ((block.double()[:, None, :] - centroids.double()[None]) ** 2).sum(-1)
+    return np.argsort(d.numpy(), axis=1, kind="stable")[:, :count]
+
+
+@pytest.mark.parametrize("offset", [0.0, 30.0, 300.0])
+def test_screened_nearest_and_second_nearest_are_float32s(offset):
+    """bfloat16 ranks the centroids; float32 decides. Far from the origin bfloat16 cannot tell the centroids
+    apart, so the error bound must send those rows to the full float32 matmul (a weaker bound fails here).
+    At 300 the float32 expansion itself is off float64's ranking: the screen matches float32, not better."""
+    x = torch.from_numpy(blobs(n=2000, d=48, centers=100, seed=4)) + offset
+    centroids = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:96]] + 0.25
+    c_sq = (centroids * centroids).sum(1)
+    values, indices = smallest_partials(x, centroids.T.contiguous(), c_sq, 2, Screen.of(centroids))
+    plain = torch.topk(torch.addmm(c_sq[None], x, centroids.T, alpha=-2.0), 2, dim=1, largest=False)
+    np.testing.assert_array_equal(indices.numpy(), plain.indices.numpy())
+    np.testing.assert_allclose(values.numpy(), plain.values.numpy(), rtol=1e-5, atol=1e-3 * (1 + offset**2))
+    if offset < 100:
+        np.testing.assert_array_equal(indices.numpy(), float64_smallest(x, centroids, 2))
+
+
+def test_rows_the_screen_cannot_decide_get_the_full_float32_matmul():
+    x = torch.from_numpy(blobs(n=300, d=16, centers=70, seed=5))
+    centroids = x[:20].repeat(5, 1)  # every centroid five times: more exact ties than the screen computes
+    c_sq = (centroids * centroids).sum(1)
+    values, indices = smallest_partials(x, centroids.T.contiguous(), c_sq, 2, Screen.of(centroids))
+    plain = smallest_partials(x, centroids.T.contiguous(), c_sq, 2)
+    np.testing.assert_array_equal(centroids[indices].numpy(), centroids[plain[1]].numpy())  # the same points
+    np.testing.assert_allclose(values.numpy(), plain[0].numpy(), rtol=1e-5, atol=1e-4)
+    nearest_point = x[:20][float64_smallest(x, x[:20], 1)[:, 0]]
+    np.testing.assert_array_equal(centroids[indices[:, 0]].numpy(), nearest_point.numpy())
+
+
+@pytest.mark.parametrize("offset", [0.0, 500.0])
+def test_screened_seeding_picks_the_same_seeds_as_float32_seeding(monkeypatch, offset):
+    x = torch.from_numpy(blobs(n=3000, d=32, centers=90, seed=6)) + offset
+    monkeypatch.setattr(gmptl.kmeans, "SCREEN_MIN_K", 64)
+    runs = {}
+    for on in (True, False):
+        monkeypatch.setattr(gmptl.kmeans, "_cpu_has_bf16_dot", lambda on=on: on)
+        runs[on] = kmeans_plusplus(x, 80, torch.Generator().manual_seed(3))
+    np.testing.assert_array_equal(runs[True][0].numpy(), runs[False][0].numpy())
+    assert runs[True][1] == pytest.approx(runs[False][1], rel=1e-6)

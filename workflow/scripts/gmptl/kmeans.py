@@ -25,6 +25,13 @@
   fitting; `nearest` (the final assignment and the returned inertia) is float32 everywhere. `bf16` asks
   for those matmuls on any device: CPU has no `aten::mm.dtype` kernel, so there the inputs are rounded to bfloat16 and
   multiplied in float32 (the same products, float32 sums), slower than float32 — for tests only.
+- Screened float32 (CPU with native bfloat16 dot products, k ≥ 1024): a float32 assignment first ranks the
+  centroids of each frame by a bfloat16 matmul (about 5× faster than float32 on such CPUs), then computes
+  the few best candidates in float32 and keeps the answer only where a worst-case bound on the bfloat16
+  error proves that no other centroid can be nearer (`SCREEN_ERROR`); other frames are assigned by the
+  plain float32 matmul. So the labels and distances are float32's (up to float32 rounding in exact ties),
+  not bfloat16's. k-means++ seeding screens the same way: a frame is left out of a candidate's exact
+  distances only where the bound proves the candidate cannot be nearer than its current seed.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -65,14 +73,84 @@ def nearest(x: torch.Tensor, centroids: torch.Tensor, chunk: int = 8192) -> tupl
     centroids = centroids - origin
     c_sq = (centroids * centroids).sum(1)
     c_t = centroids.T.contiguous()
+    screen = Screen.of(centroids) if screened(x.device, centroids.dtype, centroids.shape[0]) else None
     labels = torch.empty(x.shape[0], dtype=torch.long, device=x.device)
     dists = torch.empty(x.shape[0], dtype=centroids.dtype, device=x.device)
     for start in range(0, x.shape[0], chunk):
         block = x[start : start + chunk].to(centroids.dtype) - origin
-        best, index = torch.addmm(c_sq[None], block, c_t, alpha=-2.0).min(1)
-        labels[start : start + chunk] = index
-        dists[start : start + chunk] = (best + (block * block).sum(1)).clamp_min(0)
+        best, index = smallest_partials(block, c_t, c_sq, 1, screen)
+        labels[start : start + chunk] = index[:, 0]
+        dists[start : start + chunk] = (best[:, 0] + (block * block).sum(1)).clamp_min(0)
     return labels, dists
+
+
+# Worst-case error of a bfloat16 ‖c‖² − 2x·c, in units of 2‖x‖‖c‖ + ‖c‖²: the rounding of both inputs and of the
+# output to bfloat16 (2⁻⁹ each), plus float32 accumulation over the dimensions and the float32 side's own rounding.
+SCREEN_ERROR = 3 * 2.0**-9 + 2e-4
+SCREEN_MIN_K = 1024  # measured at 100k × 768: no gain at k = 512, 1.4 × per pass at 1024, 2.2 × at 4096
+SCREEN_SPARE = 2  # exact distances beyond the ones asked for, so the bound usually proves the answer
+
+
+@functools.cache
+def _cpu_has_bf16_dot() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX); elsewhere a bfloat16 matmul is slow."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
+
+
+def screened(device: torch.device, dtype: torch.dtype, k: int) -> bool:
+    """Whether float32 assignments to `k` centroids on `device` go through the bfloat16 screen. CPU only: CUDA's
+    bfloat16 matmuls may reduce in bfloat16 (`allow_bf16_reduced_precision_reduction`), which the bound does not
+    cover."""
+    return device.type == "cpu" and dtype == torch.float32 and k >= SCREEN_MIN_K and _cpu_has_bf16_dot()
+
+
+@dataclass
+class Screen:
+    """Centroids prepared for screened assignment: [−2c; ‖c‖²] in bfloat16, (D + 1, k), and the bound's scale."""
+
+    augmented: torch.Tensor
+    centroids: torch.Tensor  # (k, D) float32, for the exact candidates
+    norm_max: float
+    sq_max: float
+
+    @classmethod
+    def of(cls, centroids: torch.Tensor) -> Screen:
+        c_sq = (centroids * centroids).sum(1)
+        augmented = torch.cat([-2.0 * centroids, c_sq[:, None]], 1).T.contiguous().to(torch.bfloat16)
+        return cls(augmented, centroids.contiguous(), float(c_sq.max().sqrt()), float(c_sq.max()))
+
+
+def smallest_partials(
+    block: torch.Tensor, c_t: torch.Tensor, c_sq: torch.Tensor, count: int, screen: Screen | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The `count` smallest ‖c‖² − 2x·c of every row of `block` and their centroids, ascending (float32 values).
+
+    With a `screen`, a bfloat16 matmul ranks the centroids; the best `count + SCREEN_SPARE` are computed in
+    float32, and a row keeps them only when the next-ranked centroid, less the worst-case bfloat16 error, is
+    still beyond the `count`-th exact value; any other row (a near tie, a NaN) is computed by the full matmul.
+    """
+    if screen is None or count + SCREEN_SPARE >= c_sq.shape[0]:
+        return torch.topk(partial_distances(block, c_t, c_sq), count, dim=1, largest=False)
+    ones = torch.ones(block.shape[0], 1, dtype=block.dtype, device=block.device)
+    approx = torch.mm(torch.cat([block, ones], 1).to(torch.bfloat16), screen.augmented)
+    ranked, candidates = torch.topk(approx, count + SCREEN_SPARE + 1, dim=1, largest=False)
+    candidates = candidates[:, :-1]
+    exact = torch.stack(
+        [c_sq[column] - 2.0 * (block * screen.centroids[column]).sum(1) for column in candidates.T], dim=1
+    )
+    values, order = torch.topk(exact, count, dim=1, largest=False)
+    indices = candidates.gather(1, order)
+    error = SCREEN_ERROR * (2.0 * block.norm(dim=1) * screen.norm_max + screen.sq_max)
+    unsure = torch.nonzero(~(ranked[:, -1].float() - error > values[:, -1])).flatten()
+    if len(unsure):
+        values[unsure], indices[unsure] = torch.topk(
+            partial_distances(block[unsure], c_t, c_sq), count, dim=1, largest=False
+        )
+    return values, indices
 
 
 MATMUL_PRECISIONS = ("auto", "bf16", "fp32")
@@ -110,11 +188,14 @@ def partial_distances(block: torch.Tensor, c_t: torch.Tensor, c_sq: torch.Tensor
 def kmeans_plusplus(x: torch.Tensor, k: int, generator: torch.Generator) -> tuple[torch.Tensor, float]:
     """Greedy k-means++ seeding (2 + ⌊ln k⌋ candidates per step, as scikit-learn).
 
-    Returns k rows of `x` and their potential (the SSE of `x` to its nearest seed).
+    Returns k rows of `x` and their potential (the SSE of `x` to its nearest seed). Where `screened`, each
+    step's candidate distances are computed in float32 only for the frames that a bfloat16 matmul and its
+    worst-case error bound cannot rule out (a frame far from every candidate keeps its current distance).
     """
     n = x.shape[0]
     trials = 2 + int(math.log(k))
     x_sq = (x * x).sum(1)
+    screen = _SeedScreen.of(x) if screened(x.device, x.dtype, k) else None
     chosen = torch.empty(k, dtype=torch.long, device=x.device)
     chosen[0] = int(torch.randint(n, (1,), generator=generator))
     closest = (x_sq - 2.0 * x @ x[chosen[0]] + x_sq[chosen[0]]).clamp_min(0)
@@ -122,12 +203,39 @@ def kmeans_plusplus(x: torch.Tensor, k: int, generator: torch.Generator) -> tupl
         cumulative = torch.cumsum(closest, 0, dtype=torch.float64)
         draws = torch.rand(trials, generator=generator, dtype=torch.float64).to(x.device) * cumulative[-1]
         candidates = torch.searchsorted(cumulative, draws).clamp_max(n - 1)
-        dists = torch.addmm(x_sq[candidates][None], x, x[candidates].T.contiguous(), alpha=-2.0)
-        updates = torch.minimum(closest[:, None], dists.add_(x_sq[:, None]).clamp_min_(0))
-        best = int(updates.sum(0, dtype=torch.float64).argmin())
+        rows = screen.reachable(candidates, closest) if screen is not None else slice(None)
+        dists = torch.addmm(x_sq[candidates][None], x[rows], x[candidates].T.contiguous(), alpha=-2.0)
+        updates = torch.minimum(closest[rows, None], dists.add_(x_sq[rows, None]).clamp_min_(0))
+        if screen is None:  # the potential of each candidate
+            best = int(updates.sum(0, dtype=torch.float64).argmin())
+        else:  # only the reachable frames change: rank by the potential's change
+            best = int((updates - closest[rows, None]).sum(0, dtype=torch.float64).argmin())
         chosen[i] = candidates[best]
-        closest = updates[:, best].contiguous()
+        closest[rows] = updates[:, best]
     return x[chosen].clone(), float(closest.sum(dtype=torch.float64))
+
+
+@dataclass
+class _SeedScreen:
+    """The seeding frames in bfloat16, [x, 1], with their norms: which frames a candidate seed could move."""
+
+    augmented: torch.Tensor  # (n, D + 1) bfloat16
+    x_sq: torch.Tensor
+    norms: torch.Tensor
+
+    @classmethod
+    def of(cls, x: torch.Tensor) -> _SeedScreen:
+        ones = torch.ones(x.shape[0], 1, dtype=x.dtype, device=x.device)
+        x_sq = (x * x).sum(1)
+        return cls(torch.cat([x, ones], 1).to(torch.bfloat16), x_sq, x_sq.sqrt())
+
+    def reachable(self, candidates: torch.Tensor, closest: torch.Tensor) -> torch.Tensor:
+        """Frames whose squared distance to some candidate may be below `closest` (all others provably not)."""
+        c_sq = self.x_sq[candidates]
+        weights = torch.cat([-2.0 * self.augmented[candidates, :-1].float(), c_sq[:, None]], 1)
+        approx = torch.mm(self.augmented, weights.T.to(torch.bfloat16)).float()  # ≈ ‖c‖² − 2x·c
+        error = SCREEN_ERROR * (2.0 * self.norms[:, None] * c_sq.sqrt()[None] + c_sq[None])
+        return torch.nonzero(~(approx + self.x_sq[:, None] - error >= closest[:, None]).all(1)).flatten()
 
 
 SELECTION_ITERATIONS = 10  # Lloyd iterations on the seeding subset that rank `n_init` > 1 seedings
@@ -148,10 +256,10 @@ class _Bounds:
         c_sq = (centroids * centroids).sum(1)
         c_t = centroids.T.contiguous().to(self.dtype)
         second = 1 if centroids.shape[0] > 1 else 0
+        screen = Screen.of(centroids) if screened(self.x.device, self.dtype, centroids.shape[0]) else None
         for start in range(0, len(rows), self.chunk):
             index = rows[start : start + self.chunk]
-            part = partial_distances(self.x[index], c_t, c_sq)
-            values, labels = torch.topk(part, 1 + second, dim=1, largest=False)
+            values, labels = smallest_partials(self.x[index], c_t, c_sq, 1 + second, screen)
             dists = (values + self.x_sq[index, None]).clamp_min(0).sqrt()
             self.labels[index] = labels[:, 0]
             self.upper[index] = dists[:, 0]
