@@ -225,7 +225,7 @@ def test_screened_nearest_and_second_nearest_are_float32s(offset):
     x = torch.from_numpy(blobs(n=2000, d=48, centers=100, seed=4)) + offset
     centroids = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:96]] + 0.25
     c_sq = (centroids * centroids).sum(1)
-    values, indices = smallest_partials(x, centroids.T.contiguous(), c_sq, 2, Screen.of(centroids))
+    values, indices = smallest_partials(x, centroids.T.contiguous(), c_sq, 2, Screen.of(centroids, c_sq))
     plain = torch.topk(torch.addmm(c_sq[None], x, centroids.T, alpha=-2.0), 2, dim=1, largest=False)
     np.testing.assert_array_equal(indices.numpy(), plain.indices.numpy())
     np.testing.assert_allclose(values.numpy(), plain.values.numpy(), rtol=1e-5, atol=1e-3 * (1 + offset**2))
@@ -237,7 +237,7 @@ def test_rows_the_screen_cannot_decide_get_the_full_float32_matmul():
     x = torch.from_numpy(blobs(n=300, d=16, centers=70, seed=5))
     centroids = x[:20].repeat(5, 1)  # every centroid five times: more exact ties than the screen computes
     c_sq = (centroids * centroids).sum(1)
-    values, indices = smallest_partials(x, centroids.T.contiguous(), c_sq, 2, Screen.of(centroids))
+    values, indices = smallest_partials(x, centroids.T.contiguous(), c_sq, 2, Screen.of(centroids, c_sq))
     plain = smallest_partials(x, centroids.T.contiguous(), c_sq, 2)
     np.testing.assert_array_equal(centroids[indices].numpy(), centroids[plain[1]].numpy())  # the same points
     np.testing.assert_allclose(values.numpy(), plain[0].numpy(), rtol=1e-5, atol=1e-4)

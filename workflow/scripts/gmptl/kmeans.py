@@ -73,7 +73,7 @@ def nearest(x: torch.Tensor, centroids: torch.Tensor, chunk: int = 8192) -> tupl
     centroids = centroids - origin
     c_sq = (centroids * centroids).sum(1)
     c_t = centroids.T.contiguous()
-    screen = Screen.of(centroids) if screened(x.device, centroids.dtype, centroids.shape[0]) else None
+    screen = Screen.of(centroids, c_sq) if screened(x.device, centroids.dtype, centroids.shape[0]) else None
     labels = torch.empty(x.shape[0], dtype=torch.long, device=x.device)
     dists = torch.empty(x.shape[0], dtype=centroids.dtype, device=x.device)
     for start in range(0, x.shape[0], chunk):
@@ -118,8 +118,7 @@ class Screen:
     sq_max: float
 
     @classmethod
-    def of(cls, centroids: torch.Tensor) -> Screen:
-        c_sq = (centroids * centroids).sum(1)
+    def of(cls, centroids: torch.Tensor, c_sq: torch.Tensor) -> Screen:
         augmented = torch.cat([-2.0 * centroids, c_sq[:, None]], 1).T.contiguous().to(torch.bfloat16)
         return cls(augmented, centroids.contiguous(), float(c_sq.max().sqrt()), float(c_sq.max()))
 
@@ -195,7 +194,7 @@ def kmeans_plusplus(x: torch.Tensor, k: int, generator: torch.Generator) -> tupl
     n = x.shape[0]
     trials = 2 + int(math.log(k))
     x_sq = (x * x).sum(1)
-    screen = _SeedScreen.of(x) if screened(x.device, x.dtype, k) else None
+    screen = _SeedScreen.of(x, x_sq) if screened(x.device, x.dtype, k) else None
     chosen = torch.empty(k, dtype=torch.long, device=x.device)
     chosen[0] = int(torch.randint(n, (1,), generator=generator))
     closest = (x_sq - 2.0 * x @ x[chosen[0]] + x_sq[chosen[0]]).clamp_min(0)
@@ -224,9 +223,8 @@ class _SeedScreen:
     norms: torch.Tensor
 
     @classmethod
-    def of(cls, x: torch.Tensor) -> _SeedScreen:
+    def of(cls, x: torch.Tensor, x_sq: torch.Tensor) -> _SeedScreen:
         ones = torch.ones(x.shape[0], 1, dtype=x.dtype, device=x.device)
-        x_sq = (x * x).sum(1)
         return cls(torch.cat([x, ones], 1).to(torch.bfloat16), x_sq, x_sq.sqrt())
 
     def reachable(self, candidates: torch.Tensor, closest: torch.Tensor) -> torch.Tensor:
@@ -256,7 +254,7 @@ class _Bounds:
         c_sq = (centroids * centroids).sum(1)
         c_t = centroids.T.contiguous().to(self.dtype)
         second = 1 if centroids.shape[0] > 1 else 0
-        screen = Screen.of(centroids) if screened(self.x.device, self.dtype, centroids.shape[0]) else None
+        screen = Screen.of(centroids, c_sq) if screened(self.x.device, self.dtype, centroids.shape[0]) else None
         for start in range(0, len(rows), self.chunk):
             index = rows[start : start + self.chunk]
             values, labels = smallest_partials(self.x[index], c_t, c_sq, 1 + second, screen)
