@@ -133,7 +133,11 @@ def smallest_partials(
     still beyond the `count`-th exact value; any other row (a near tie, a NaN) is computed by the full matmul.
     """
     if screen is None or count + SCREEN_SPARE >= c_sq.shape[0]:
-        return torch.topk(partial_distances(block, c_t, c_sq), count, dim=1, largest=False)
+        part = partial_distances(block, c_t, c_sq)
+        if count == 1:  # `min`, not `topk`: they can break exact ties (identical frames) differently
+            best, index = part.min(1)
+            return best[:, None], index[:, None]
+        return torch.topk(part, count, dim=1, largest=False)
     ones = torch.ones(block.shape[0], 1, dtype=block.dtype, device=block.device)
     approx = torch.mm(torch.cat([block, ones], 1).to(torch.bfloat16), screen.augmented)
     ranked, candidates = torch.topk(approx, count + SCREEN_SPARE + 1, dim=1, largest=False)
