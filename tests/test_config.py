@@ -170,6 +170,10 @@ def test_a_runtime_key_in_its_old_place_names_its_new_key(config, new_key):
         ({"seeds": [-1]}, "'seeds[0]'"),
         ({"experiments": {"a": {"seed": -3}}}, "experiments.a"),
         ({"demo": {"hidden_size": 10}}, "demo.hidden_size"),
+        (
+            {"experiments": {"a": {"stage1": {"mask_prob": 0}}}},
+            "config key 'experiments.a.stage1.loss_on' is masked but stage1.mask_prob is 0",
+        ),
     ],
 )
 def test_values_that_cannot_work_are_config_errors(config, message):

@@ -342,6 +342,77 @@ def test_manifest_file_keeps_text_ids_and_unknown_gender(tmp_path):
     pd.testing.assert_frame_equal(back, manifest)
 
 
+def test_table_ids_that_look_like_numbers_stay_text_and_sessions_have_one_type(tmp_path):
+    root = table_tree(tmp_path / "t", TABLE.replace("anna", "007").replace("bob", "012"))
+    manifest = manifest_of(root, "table", table="labels.tsv")
+    assert manifest["speaker"].tolist() == ["007", "007", "012", "012"]
+    assert manifest["session"].tolist() == [1, 1, 2, 2]  # all numbers: numbers
+    mixed = table_tree(tmp_path / "m", TABLE.replace("\tF\t1\t", "\tF\tday-a\t"))
+    assert manifest_of(mixed, "table", table="labels.tsv")["session"].tolist() == ["1", "day-a", "2", "2"]
+    no_session = "path\temotion\tspeaker\n" + "a/u1.wav\tneu\t7\n" + "b/u3.wav\tsad\tUnknown\n"
+    speakers = table_tree(tmp_path / "s", no_session)
+    no_session_manifest = manifest_of(speakers, "table", table="labels.tsv", classes=["neu", "sad"])
+    assert no_session_manifest["session"].tolist() == ["7", "Unknown"]
+
+
+def test_table_separator_comes_from_the_extension_not_a_guess(tmp_path):
+    header = "path\temotion\tname (last, first)\n"
+    rows = "a/u1.wav\tneu\tSmith, Ann\n" + "b/u3.wav\tsad\tRoe, Bob\n"  # one comma per line, as in the header
+    root = table_tree(tmp_path / "t", header + rows)
+    columns = {"speaker": "name (last, first)"}
+    manifest = manifest_of(root, "table", table="labels.tsv", columns=columns, classes=["neu", "sad"])
+    assert manifest["speaker"].tolist() == ["Smith, Ann", "Roe, Bob"]
+
+
+def test_table_errors_name_the_file_and_the_cell(tmp_path):
+    root = table_tree(tmp_path / "t", "path\tspeaker\na/u1.wav\tanna\n")
+    with pytest.raises(CorpusError) as error:
+        read_corpus(settings(root, "table", table="labels.tsv"))
+    assert str(error.value) == (
+        f"corpus table '{root / 'labels.tsv'}' has no column 'emotion' (role 'emotion'; name its column with "
+        "corpus.columns.emotion); its columns are ['path', 'speaker']"
+    )
+    for line, rows in (
+        (2, ["a/u1.wav\tneu\tanna\textra\tmore", "b/u3.wav\tsad\tbob"]),
+        (3, ["a/u1.wav\tneu\tanna", "b/u3.wav\tsad\tbob\tx"]),
+    ):
+        ragged = table_tree(tmp_path / f"r{line}", "path\temotion\tspeaker\n" + "\n".join(rows) + "\n")
+        with pytest.raises(CorpusError) as error:  # more cells than the header has columns: never shifted
+            read_corpus(settings(ragged, "table", table="labels.tsv", classes=["neu", "sad"]))
+        assert str(error.value).startswith(f"corpus table '{ragged / 'labels.tsv'}' cannot be parsed (")
+        assert f"line {line}," in str(error.value)
+    (tmp_path / "blank.tsv").write_text("")
+    with pytest.raises(CorpusError) as error:
+        read_corpus(settings(tmp_path, "table", table="blank.tsv"))
+    assert str(error.value) == f"corpus table '{tmp_path / 'blank.tsv'}' is empty"
+    twice = table_tree(tmp_path / "d", "path\temotion\tspeaker\tspeaker\na/u1.wav\tneu\tanna\tbob\n")
+    with pytest.raises(CorpusError) as error:
+        read_corpus(settings(twice, "table", table="labels.tsv", classes=["neu"]))
+    assert str(error.value) == f"corpus table '{twice / 'labels.tsv'}' has column(s) ['speaker'] more than once"
+    empty = table_tree(tmp_path / "e", TABLE.replace("\tF\t1\t", "\tF\t\t"))
+    with pytest.raises(CorpusError) as error:
+        read_corpus(settings(empty, "table", table="labels.tsv", columns={"session": "session"}))
+    assert str(error.value) == f"{empty / 'labels.tsv'}:3: the session cell (column 'session') is empty"
+
+
+def test_table_rows_without_a_split_have_an_empty_split(tmp_path):
+    root = table_tree(tmp_path / "t", TABLE.replace("\tdev", "\t"))
+    manifest = manifest_of(root, "table", table="labels.tsv")
+    assert manifest["corpus_split"].tolist() == ["train", "", "test", "test"]
+
+
+def test_table_source_files_follow_a_renamed_path_column(tmp_path):
+    from gmptl.corpora.table import source_files
+
+    root = tmp_path / "t"
+    csv = "file,label,who\n" + f"{root / 'a/u1.wav'},neu,anna\n" + "b/u3.wav,sad,bob\n"
+    table_tree(root, csv, name="meta.csv")
+    columns = {"path": "file", "emotion": "label", "speaker": "who"}
+    files = source_files(settings(root, "table", table="meta.csv", columns=columns, classes=["neu", "sad"]))
+    assert files == [root / "meta.csv", root / "a/u1.wav", root / "b/u3.wav"]
+    assert source_files(settings(root, "table", table="meta.csv")) == [root / "meta.csv"]  # no column 'path'
+
+
 # --- a configured class left without utterances ----------------------------------------------
 
 IEMOCAP_MAP = {"neu": "neu", "hap": "hap", "exc": "hap", "ang": "ang", "sad": "sad"}

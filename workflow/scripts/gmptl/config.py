@@ -293,7 +293,17 @@ def experiment_settings(config: dict, name: str, schema: dict | None = None) -> 
         stage_train = deep_merge(settings["train"], settings[stage].get("train", {}))
         settings[stage]["train"] = _validate(stage_train, train_schema, prefix=f"experiments.{name}.{stage}.train")
     _check_loss_weights(settings, name)
+    _check_masked_loss(settings, name)
     return settings
+
+
+def _check_masked_loss(settings: dict, name: str) -> None:
+    stage1 = settings["stage1"]
+    if stage1["loss_on"] == "masked" and stage1["mask_prob"] == 0:
+        raise ConfigError(
+            f"config key 'experiments.{name}.stage1.loss_on' is masked but stage1.mask_prob is 0: no frame would be "
+            "masked, so no frame would carry a loss; set mask_prob > 0 or loss_on: all"
+        )
 
 
 def _check_loss_weights(settings: dict, name: str) -> None:

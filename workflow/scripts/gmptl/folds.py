@@ -106,9 +106,14 @@ def kfold_groups(manifest: pd.DataFrame, k: int, seed: int) -> list[TestGroup]:
     return folds
 
 
+def corpus_split(manifest: pd.DataFrame) -> pd.Series | None:
+    """The corpus's own split of every utterance ('' where it has none), or None without the column."""
+    return manifest["corpus_split"].fillna("").astype(str) if "corpus_split" in manifest else None
+
+
 def predefined_groups(manifest: pd.DataFrame) -> list[TestGroup]:
     """One fold testing the corpus's own test split."""
-    split = manifest["corpus_split"].fillna("").astype(str) if "corpus_split" in manifest else None
+    split = corpus_split(manifest)
     if split is None or (split == "").all():
         raise CorpusError(
             "folds.protocol predefined needs the corpus's own split (MSP-Podcast's Split_Set, a table's split column); "
@@ -153,12 +158,12 @@ def validation_speakers(
     names = speakers(manifest)
     sessions = natural_order(manifest["session"])
     test_sessions = set(manifest.loc[test, "session"])
-    start = min(sessions.index(s) for s in test_sessions) if test_sessions else len(sessions) - 1  # deploy: none
+    start = min(sessions.index(s) for s in test_sessions) if test_sessions else -1  # deploy: from the first session
     order = [s for s in sessions[start + 1 :] + sessions[: start + 1] if s not in test_sessions]
     eligible = training & known_speakers(manifest) & ~names.isin(set(names[test]))
     rows = pd.DataFrame({"rank": manifest["session"].map({s: i for i, s in enumerate(order)}), "speaker": names})
-    rows = rows[eligible & rows["rank"].notna()].sort_values("rank", kind="stable").drop_duplicates("speaker")
-    rank = dict(zip(rows["speaker"], rows["rank"], strict=True))
+    rows = rows[eligible & rows["rank"].notna()].sort_values("rank").drop_duplicates("speaker")  # earliest session
+    rank = rows.set_index("speaker")["rank"].to_dict()
     position = {name: i for i, name in enumerate(natural_order(rank))}
     candidates = sorted(rank, key=lambda name: (rank[name], position[name]))
     if not candidates:
@@ -167,13 +172,13 @@ def validation_speakers(
     preferred = "F" if fold_index % 2 == 0 else "M"
     first = next((name for name in candidates if genders.get(name) == preferred), candidates[0])
     sizes = names[training].value_counts()
-    chosen, held = [first], int(sizes.get(first, 0))
+    chosen, held = [first], int(sizes[first])
     for name in candidates:
         if held >= fraction * int(training.sum()):
             break
         if name != first:
             chosen.append(name)
-            held += int(sizes.get(name, 0))
+            held += int(sizes[name])
     return chosen
 
 
@@ -209,9 +214,8 @@ def fold_splits(
     """train|valid|test (or '' for rows outside the fold) for every utterance of the manifest."""
     split = pd.Series("train", index=manifest.index)
     split[group.mask] = "test"
-    described = "none"
     if protocol == "predefined":  # predefined_groups has checked that the manifest carries the corpus's split
-        given = manifest["corpus_split"].fillna("").astype(str)
+        given = corpus_split(manifest)
         outside = ~given.isin(PREDEFINED)
         split[given == "valid"] = "valid"
         split[outside] = ""
@@ -276,7 +280,11 @@ def fold_table(folds: pd.DataFrame, manifest: pd.DataFrame, fold: int) -> pd.Dat
     rows = folds[folds["fold"] == fold]
     if rows.empty:
         raise CorpusError(f"fold {fold} is not in the folds table (folds: {sorted(folds['fold'].unique().tolist())})")
-    table = manifest.merge(rows[["utt_id", "split"]], on="utt_id", how="inner", validate="one_to_one")
+    for name, ids in (("the folds table's fold " + str(fold), rows["utt_id"]), ("the manifest", manifest["utt_id"])):
+        repeated = ids[ids.duplicated()]
+        if not repeated.empty:
+            raise CorpusError(f"{name} lists utterance '{repeated.iloc[0]}' more than once")
+    table = manifest.merge(rows[["utt_id", "split"]], on="utt_id")  # an inner join, one row per utterance
     if len(table) != len(rows):
         raise CorpusError(
             f"fold {fold}: {len(rows) - len(table)} utterance(s) of the folds table are not in the manifest"

@@ -39,10 +39,17 @@ def read_table(path: Path) -> pd.DataFrame:
     separator = SEPARATORS.get(path.suffix.lower())
     if separator is None:
         raise CorpusError(f"corpus table '{path}': unknown extension '{path.suffix}'; name it .tsv or .csv")
-    try:
-        return pd.read_csv(path, sep=separator, dtype=str, keep_default_na=False)
+    try:  # the header read as a row, so that a row with more cells than it is an error naming its line
+        rows = pd.read_csv(path, sep=separator, header=None, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise CorpusError(f"corpus table '{path}' is empty") from None
     except (pd.errors.ParserError, UnicodeDecodeError, OSError) as err:
         raise CorpusError(f"corpus table '{path}' cannot be parsed ({err})") from err
+    header = rows.iloc[0].str.strip().tolist()
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise CorpusError(f"corpus table '{path}' has column(s) {repeated} more than once")
+    return pd.DataFrame(rows.iloc[1:].to_numpy(), columns=header)
 
 
 def role_columns(table: pd.DataFrame, settings: CorpusSettings, path: Path) -> dict[str, str]:
@@ -69,8 +76,7 @@ def row_entry(row: dict, columns: dict[str, str], folder: Path, source: str) -> 
     for role in ("path", "speaker"):
         if not cell[role]:
             raise CorpusError(f"{source}: the {role} cell (column '{columns[role]}') is empty")
-    audio = Path(cell["path"])
-    audio = audio if audio.is_absolute() else folder / audio
+    audio = folder / cell["path"]  # an absolute path stays itself
     gender = gender_of(cell.get("gender", ""))
     if cell.get("gender") and not gender:
         raise CorpusError(
@@ -103,8 +109,8 @@ def read(settings: CorpusSettings) -> list[Entry]:
         row_entry(row, columns, path.parent, f"{path}:{number + 2}")
         for number, row in enumerate(table.to_dict("records"))
     ]
-    if "session" in columns and not all(isinstance(e.session, int) for e in entries):
-        entries = [replace(e, session=str(e.session)) for e in entries]  # one type per column
+    if not all(isinstance(e.session, int) for e in entries):  # one type per column (a session or a speaker)
+        entries = [replace(e, session=str(e.session)) for e in entries]
     return entries
 
 
@@ -117,4 +123,4 @@ def source_files(settings: CorpusSettings) -> list[Path]:
         listed = [Path(p) for p in table[column] if p]
     except (CorpusError, KeyError):
         return [path]
-    return [path] + [p if p.is_absolute() else path.parent / p for p in listed]
+    return [path] + [path.parent / p for p in listed]  # an absolute path stays itself
