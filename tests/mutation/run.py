@@ -98,9 +98,9 @@ def equivalent(module: str) -> set[str]:
     return {name for name in names if name.startswith(prefix)}
 
 
-def run_module(module: str, tests: list[str], workdir: Path, children: int) -> dict:
+def run_module(module: str, tests: list[str], workdir: Path, children: int, snapshot: Path) -> dict:
     dest = workdir / module.replace("/", "_")
-    scratch_copy(dest)
+    shutil.copytree(snapshot, dest)
     configure(dest, module, tests)
     # one thread: mutmut forks its workers from a process that has run torch, and a forked child waits for ever
     # on the parent's OpenMP thread pool (every torch mutant would "time out")
@@ -143,10 +143,12 @@ def main() -> int:
     if shutil.which("mutmut") is None:
         parser.error("mutmut is not installed: pip install 'mutmut==3.8.1'")
     workdir = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="gmptl-mutation-"))
+    snapshot = workdir / "checkout"  # taken once: every module is measured on the same code and tests
+    scratch_copy(snapshot)
     rows = []
     print(f"| module | mutants | killed | survived | timeout | no tests | equivalent | score |\n|{'---|' * 8}")
     for module in args.modules or list(MODULES):
-        row = run_module(module, MODULES[module], workdir, args.children)
+        row = run_module(module, MODULES[module], workdir, args.children, snapshot)
         rows.append(row)
         print(
             f"| {module} | {row['mutants']} | {row['killed']} | {row['survived']} | {row['timeout']} | "
