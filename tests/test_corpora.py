@@ -20,6 +20,16 @@ def manifest_of(root, corpus_format, **extra) -> pd.DataFrame:
     return read_corpus(settings(root, corpus_format, **extra)).manifest.set_index("utt_id")
 
 
+def reader_warnings(caplog, corpus_format, level=logging.WARNING) -> list[str]:
+    """The messages the reader of `corpus_format` logged at `level` or above, word for word."""
+    return [r.getMessage() for r in caplog.records if r.name == f"gmptl.corpora.{corpus_format}" and r.levelno >= level]
+
+
+def truncate(wav, seconds: float, rate: int = 16000) -> None:
+    """Cut a 16-bit mono wav's data to `seconds`, leaving its header's declared size as it was."""
+    wav.write_bytes(wav.read_bytes()[: 44 + int(seconds * rate) * 2])
+
+
 # --- RAVDESS ---------------------------------------------------------------------------------
 
 
@@ -94,6 +104,47 @@ def test_ravdess_bad_file_name_is_named(tmp_path, name, message):
     assert name in str(error.value)
 
 
+def test_ravdess_counts_every_song_file_it_leaves_out(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    root = ravdess_tree(tmp_path / "ravdess", RAVDESS + ["03-02-04-01-01-01-02.wav"])  # a second song
+    manifest = manifest_of(root, "ravdess")
+    assert not any(utt_id.startswith("03-02-") for utt_id in manifest.index)
+    assert reader_warnings(caplog, "ravdess", logging.INFO) == [
+        "left out 2 song file(s) (vocal channel 02); set corpus.include_song: true to read them"
+    ]
+
+
+def test_ravdess_root_without_actor_folders_is_named(tmp_path):
+    root = tmp_path / "ravdess"
+    (root / "Audio_Speech_Actors_01-24").mkdir(parents=True)  # the zip's own folder, not the one to point at
+    with pytest.raises(CorpusError) as error:
+        read_corpus(settings(root, "ravdess"))
+    assert str(error.value) == f"corpus root '{root}' holds no Actor_NN folder; is it the RAVDESS audio-only release?"
+
+
+def test_ravdess_apple_double_files_are_ignored(tmp_path):
+    root = ravdess_tree(tmp_path / "ravdess", RAVDESS)
+    (root / "Actor_01" / "._03-01-01-01-01-01-01.wav").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X")
+    assert sorted(manifest_of(root, "ravdess").index) == [  # as without it: no calm, no song
+        "03-01-01-01-01-01-01",
+        "03-01-03-02-02-01-02",
+        "03-01-04-01-01-01-12",
+        "03-01-05-02-01-02-01",
+    ]
+
+
+def test_ravdess_audio_error_starts_with_the_file_that_lists_it(tmp_path):
+    root = ravdess_tree(tmp_path / "ravdess", RAVDESS)
+    wav = root / "Actor_01" / RAVDESS[0]
+    truncate(wav, 0.1)
+    with pytest.raises(AudioError) as error:
+        read_corpus(settings(root, "ravdess"))
+    assert str(error.value) == (
+        f"{wav}: audio file '{wav}' is truncated: its header declares 0.30 s of audio but the file holds 0.10 s; "
+        "re-copy it from the corpus; or set corpus.on_missing_audio: skip"
+    )
+
+
 # --- CREMA-D ---------------------------------------------------------------------------------
 
 
@@ -123,20 +174,29 @@ def test_crema_d_rows_follow_the_names_and_demographics(tmp_path, caplog):
     caplog.set_level(logging.INFO)
     manifest = manifest_of(crema_tree(tmp_path / "crema", CREMA), "crema_d")
     assert sorted(manifest.index) == sorted(n[:-4] for n in CREMA if "DIS" not in n)
-    assert manifest.loc["1001_IEO_HAP_HI", ["speaker", "gender", "emotion", "session"]].tolist() == [
+    assert manifest.loc["1001_IEO_HAP_HI", ["speaker", "gender", "emotion", "session", "dialog"]].tolist() == [
         "1001",
         "M",
         "hap",
         1001,
+        "1001",
     ]
-    assert manifest.loc["1002_TIE_SAD_LO", ["speaker", "gender", "emotion"]].tolist() == ["1002", "F", "sad"]
+    assert manifest.loc["1002_TIE_SAD_LO", ["speaker", "gender", "emotion", "dialog"]].tolist() == [
+        "1002",
+        "F",
+        "sad",
+        "1002",
+    ]
     assert "DIS 1" in caplog.text
 
 
 def test_crema_d_without_demographics_has_unknown_gender_and_says_so(tmp_path, caplog):
-    manifest = manifest_of(crema_tree(tmp_path / "crema", CREMA, demographics=None), "crema_d")
+    root = crema_tree(tmp_path / "crema", CREMA, demographics=None)
+    manifest = manifest_of(root, "crema_d")
     assert (manifest["gender"] == "").all()
-    assert "VideoDemographics.csv' is missing" in caplog.text
+    assert reader_warnings(caplog, "crema_d") == [
+        f"'{root / 'VideoDemographics.csv'}' is missing: the gender of every CREMA-D speaker is unknown"
+    ]
     assert (
         count_table(manifest.reset_index(), ["neu", "hap", "ang", "sad"]).set_index("session").loc["all", "unknown"]
         == 4
@@ -154,6 +214,49 @@ def test_crema_d_unknown_emotion_code_is_counted_and_warned(tmp_path, caplog):
     manifest = manifest_of(crema_tree(tmp_path / "crema", CREMA + ["1001_DFA_XYZ_XX.wav"]), "crema_d")
     assert "1001_DFA_XYZ_XX" not in manifest.index
     assert "crema_d label 'XYZ'" in caplog.text and "1001_DFA_XYZ_XX.wav" in caplog.text
+
+
+def test_crema_d_actors_the_demographics_do_not_list_are_warned_by_id(tmp_path, caplog):
+    names = CREMA + ["1003_DFA_HAP_XX.wav", "1091_DFA_NEU_XX.wav"]
+    root = crema_tree(tmp_path / "crema", names, demographics="ActorID,Age,Sex\n1001,51,Male\n1002,21,Female\n")
+    manifest = manifest_of(root, "crema_d")
+    assert manifest.loc["1003_DFA_HAP_XX", "gender"] == "" and manifest.loc["1091_DFA_NEU_XX", "gender"] == ""
+    assert manifest.loc["1001_DFA_ANG_XX", "gender"] == "M"
+    assert reader_warnings(caplog, "crema_d") == [
+        "VideoDemographics.csv does not list actor(s) ['1003', '1091']: their gender is unknown"
+    ]
+
+
+def test_crema_d_demographics_with_empty_cells_and_blank_rows(tmp_path, caplog):
+    """An empty Sex cell is an unknown gender; a row of empty cells (as spreadsheets export) lists no actor."""
+    demographics = "ActorID,Age,Sex,Race,Ethnicity\n1001,51,,Caucasian,NA\n1002,21,Female,None,Not Hispanic\n,,,,\n"
+    manifest = manifest_of(crema_tree(tmp_path / "crema", CREMA, demographics=demographics), "crema_d")
+    assert manifest.loc["1001_DFA_ANG_XX", "gender"] == "" and manifest.loc["1002_TIE_SAD_LO", "gender"] == "F"
+    assert reader_warnings(caplog, "crema_d") == []  # 1001 is listed: its gender is just not given
+
+
+def test_crema_d_demographics_without_the_sex_column_is_named(tmp_path):
+    root = crema_tree(tmp_path / "crema", CREMA, demographics="ActorID,Age,Gender\n1001,51,Male\n1002,21,Female\n")
+    with pytest.raises(CorpusError) as error:
+        read_corpus(settings(root, "crema_d"))
+    assert str(error.value) == (
+        f"'{root / 'VideoDemographics.csv'}' has no column(s) ['Sex']; its columns are ['ActorID', 'Age', 'Gender']"
+    )
+
+
+def test_crema_d_apple_double_files_are_ignored(tmp_path):
+    root = crema_tree(tmp_path / "crema", CREMA)
+    (root / "AudioWAV" / "._1001_DFA_ANG_XX.wav").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X")
+    assert sorted(manifest_of(root, "crema_d").index) == sorted(n[:-4] for n in CREMA if "DIS" not in n)
+
+
+def test_crema_d_root_without_audio_folder_is_named(tmp_path):
+    root = tmp_path / "crema"
+    root.mkdir()
+    (root / "VideoDemographics.csv").write_text("ActorID,Age,Sex\n1001,51,Male\n")
+    with pytest.raises(CorpusError) as error:
+        read_corpus(settings(root, "crema_d"))
+    assert str(error.value) == f"folder '{root / 'AudioWAV'}' is missing; is corpus.root a CREMA-D copy?"
 
 
 # --- MSP-Podcast -----------------------------------------------------------------------------
@@ -216,6 +319,37 @@ def test_msp_podcast_listed_audio_that_does_not_exist(tmp_path):
     assert reading.skipped[0].startswith("MSP-PODCAST_0004_0002:") and len(reading.manifest) == 4
 
 
+def test_msp_podcast_unknown_speaker_in_any_spelling_or_empty_is_unknown(tmp_path):
+    labels = MSP_LABELS.replace("H,4.0,5.8,4.2,Unknown", "H,4.0,5.8,4.2,UNKNOWN")
+    labels += "MSP-PODCAST_0005_0001.wav,N,3.0,4.0,4.2,unknown,,Train\n"
+    labels += "MSP-PODCAST_0005_0002.wav,A,3.0,4.0,4.2,,,Train\n"  # empty cells, not NaN
+    manifest = manifest_of(msp_tree(tmp_path / "msp", labels), "msp_podcast")
+    for utt_id in ("MSP-PODCAST_0002_0033", "MSP-PODCAST_0005_0001", "MSP-PODCAST_0005_0002"):
+        assert (manifest.loc[utt_id, "speaker"], manifest.loc[utt_id, "gender"]) == ("Unknown", "")
+    assert manifest.loc["MSP-PODCAST_0001_0019", "speaker"] == "127"
+
+
+def test_msp_podcast_speaker_ids_that_look_like_numbers_stay_text(tmp_path):
+    labels = "FileName,EmoClass,SpkrID,Gender,Split_Set\n" + "\n".join(
+        [
+            "MSP-PODCAST_0001_0008.wav,N,0127,Female,Train",
+            "MSP-PODCAST_0001_0019.wav,A,0127,Female,Train",
+            "MSP-PODCAST_0002_0033.wav,H,12,Male,Development",
+            "MSP-PODCAST_0003_0001.wav,S,0030,Male,Test1",
+        ]
+    )
+    manifest = manifest_of(msp_tree(tmp_path / "msp", labels + "\n"), "msp_podcast")
+    assert manifest["speaker"].tolist() == ["0127", "0127", "12", "0030"]
+
+
+def test_msp_podcast_missing_label_file_is_named(tmp_path):
+    (tmp_path / "msp" / "Audios").mkdir(parents=True)
+    with pytest.raises(CorpusError) as error:
+        read_corpus(settings(tmp_path / "msp", "msp_podcast"))
+    path = tmp_path / "msp" / "Labels" / "labels_consensus.csv"
+    assert str(error.value) == f"label file '{path}' is missing; is corpus.root an MSP-Podcast copy?"
+
+
 # --- EmoDB -----------------------------------------------------------------------------------
 
 
@@ -231,7 +365,13 @@ def emodb_tree(root, names=EMODB):
 def test_emodb_rows_follow_the_file_names(tmp_path, caplog):
     caplog.set_level(logging.INFO)
     manifest = manifest_of(emodb_tree(tmp_path / "emodb"), "emodb")
-    assert manifest.loc["03a01Fa", ["speaker", "gender", "emotion", "session"]].tolist() == ["03", "M", "hap", 3]
+    assert manifest.loc["03a01Fa", ["speaker", "gender", "emotion", "session", "dialog"]].tolist() == [
+        "03",
+        "M",
+        "hap",
+        3,
+        "03",
+    ]
     assert manifest.loc["08b02Wb", ["speaker", "gender", "emotion"]].tolist() == ["08", "F", "ang"]
     assert manifest.loc["16a05Tc", "emotion"] == "sad" and manifest.loc["11b09Nd", "emotion"] == "neu"
     assert "13a01Lc" not in manifest.index and "L 1" in caplog.text  # boredom: not one of the 4 classes
@@ -242,6 +382,29 @@ def test_emodb_bad_file_name_is_named(tmp_path, name, message):
     write_wav(tmp_path / "emodb" / "wav" / name, 0.2)
     with pytest.raises(CorpusError, match=rf"EmoDB file '.*{name}' {message}"):
         read_corpus(settings(tmp_path / "emodb", "emodb"))
+
+
+def test_emodb_unknown_emotion_letter_is_warned_naming_the_file(tmp_path, caplog):
+    root = emodb_tree(tmp_path / "emodb", EMODB + ["03a02Xa.wav"])
+    assert "03a02Xa" not in manifest_of(root, "emodb").index
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == [
+        f"dropped 1 utterance(s) with emodb label 'X' (first at {root / 'wav' / '03a02Xa.wav'}): it is not in "
+        "corpus.label_map nor a standard emodb label"
+    ]
+
+
+def test_emodb_apple_double_files_are_ignored(tmp_path):
+    root = emodb_tree(tmp_path / "emodb")
+    (root / "wav" / "._03a01Fa.wav").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X")
+    assert sorted(manifest_of(root, "emodb").index) == ["03a01Fa", "08b02Wb", "11b09Nd", "16a05Tc"]
+
+
+def test_emodb_root_without_wav_folder_is_named(tmp_path):
+    (tmp_path / "emodb" / "silb").mkdir(parents=True)
+    with pytest.raises(CorpusError) as error:
+        read_corpus(settings(tmp_path / "emodb", "emodb"))
+    assert str(error.value) == f"folder '{tmp_path / 'emodb' / 'wav'}' is missing; is corpus.root an EmoDB copy?"
 
 
 # --- table -----------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import os
 
 import pandas as pd
 import pytest
-from conftest import write_label_file, write_tree, write_wav
+from conftest import summary_line, write_label_file, write_tree, write_wav
 
 from gmptl.corpus import (
     MANIFEST_COLUMNS,
@@ -279,7 +279,10 @@ def test_odd_line_is_reported_with_file_and_line(tmp_path, caplog):
     label_file.write_text(label_file.read_text() + "some stray note\n")
     number = len(label_file.read_text().splitlines())
     read(root, classes=["neu"])
-    assert f"Ses01F_impro01.txt:{number}: unexpected line 'some stray note' ignored" in caplog.text
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == [
+        f"{label_file}:{number}: unexpected line 'some stray note' ignored (not a summary, evaluator or header line)"
+    ]
 
 
 def test_odd_line_naming_an_utterance_is_an_error(tmp_path):
@@ -379,3 +382,134 @@ def test_gender_check_names_the_key_and_the_column():
         require_gender(manifest, 1.0)
     with pytest.raises(ConfigError, match="'experiments.x.stage2.gender_weight'"):
         require_gender(manifest.assign(gender=[None, "M"]), 0.5, key="experiments.x.stage2.gender_weight")
+
+
+# --- label files: what is read, what is skipped, and the exact words of each report -------------
+
+
+def one_dialog_tree(root, turns=(("Ses01F_impro01_F000", "neu"), ("Ses01F_impro01_M000", "neu"))):
+    """Session 1 with one improvised dialog; returns (root, its label file)."""
+    write_tree(root, {1: {"Ses01F_impro01": list(turns)}})
+    return root, root / "Session1/dialog/EmoEvaluation/Ses01F_impro01.txt"
+
+
+def corpus_warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_header_evaluator_and_blank_lines_are_read_without_a_warning(tmp_path, caplog):
+    root, label_file = one_dialog_tree(tmp_path / "c")
+    text = label_file.read_text()
+    assert text.startswith("% [START_TIME") and "\n\n" in text and "\nC-E2:\t" in text and "\nA-E3:\t" in text
+    assert read(root, classes=["neu"])["utt_id"].tolist() == ["Ses01F_impro01_F000", "Ses01F_impro01_M000"]
+    assert corpus_warnings(caplog) == []
+
+
+def test_a_percent_line_is_a_comment_even_when_it_names_an_utterance(tmp_path, caplog):
+    root, label_file = one_dialog_tree(tmp_path / "c")
+    label_file.write_text(label_file.read_text() + "% Ses01F_impro01_F000 relabelled after review [2.5, 2.5, 2.5]\n")
+    assert read(root, classes=["neu"])["utt_id"].tolist() == ["Ses01F_impro01_F000", "Ses01F_impro01_M000"]
+    assert corpus_warnings(caplog) == []
+
+
+def test_only_the_txt_files_directly_in_emo_evaluation_are_read(tmp_path, caplog):
+    root, label_file = one_dialog_tree(tmp_path / "c")
+    folder = label_file.parent
+    # macOS AppleDouble companion: binary header, then text that is no label line
+    (folder / "._Ses01F_impro01.txt").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        \nATTR note\n")
+    (folder / "Ses01F_impro01.bak").write_text(summary_line("Ses01F_impro01_F009", "neu"))  # not a .txt: not read
+    assert read(root, classes=["neu"])["utt_id"].tolist() == ["Ses01F_impro01_F000", "Ses01F_impro01_M000"]
+    assert corpus_warnings(caplog) == []
+
+
+def test_a_bracket_line_that_is_no_summary_is_an_error_naming_the_expected_format(tmp_path):
+    root, label_file = one_dialog_tree(tmp_path / "c")
+    label_file.write_text(label_file.read_text() + "[6.2901 - 8.2357] unfinished\n")
+    number = len(label_file.read_text().splitlines())
+    with pytest.raises(CorpusError) as error:
+        read(root, classes=["neu"])
+    assert str(error.value) == (
+        f"{label_file}:{number}: malformed summary line '[6.2901 - 8.2357] unfinished'; expected "
+        "'[START - END]<TAB>UTT_ID<TAB>LABEL<TAB>[V, A, D]'"
+    )
+
+
+def test_a_summary_line_with_a_bad_utterance_id_is_named(tmp_path):
+    root, label_file = one_dialog_tree(tmp_path / "c")
+    label_file.write_text(label_file.read_text() + summary_line("utterance7", "neu", 9.0, 10.0))
+    number = len(label_file.read_text().splitlines())
+    with pytest.raises(CorpusError) as error:
+        read(root, classes=["neu"])
+    assert str(error.value) == (
+        f"{label_file}:{number}: utterance id 'utterance7' does not look like an IEMOCAP id "
+        "(SesNN[FM]_<dialog>_[FM]NNN)"
+    )
+
+
+def test_a_session_without_its_label_folder_is_named(tmp_path):
+    root = tmp_path / "c"
+    (root / "Session1" / "sentences" / "wav").mkdir(parents=True)
+    with pytest.raises(CorpusError) as error:
+        read(root)
+    assert str(error.value) == (
+        f"label folder '{root / 'Session1' / 'dialog' / 'EmoEvaluation'}' is missing; "
+        "is corpus.root an IEMOCAP_full_release copy?"
+    )
+
+
+def test_subset_logs_how_many_utterances_of_other_dialogs_it_leaves_out(tmp_path, caplog):
+    improvised = [("Ses01F_impro01_F000", "neu"), ("Ses01F_impro01_M000", "hap")]
+    scripted = [("Ses01F_script01_1_F000", "neu"), ("Ses01F_script01_1_F001", "neu"), ("Ses01F_script01_1_M000", "ang")]
+    root = write_tree(tmp_path / "c", {1: {"Ses01F_impro01": improvised, "Ses01F_script01_1": scripted}})
+    caplog.set_level(logging.INFO)
+    corpus = CorpusSettings.from_config(
+        {"root": str(root), "sessions": [1], "subset": "improvised", "classes": ["neu", "hap"]}
+    )
+    assert read_corpus(corpus).manifest["utt_id"].tolist() == ["Ses01F_impro01_F000", "Ses01F_impro01_M000"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "gmptl.corpora.iemocap"]
+    assert messages == ["corpus.subset improvised leaves out 3 utterance(s) of other dialogs"]
+
+
+def test_a_label_file_that_is_not_utf8_is_read_as_latin1(tmp_path, caplog):
+    root, label_file = one_dialog_tree(tmp_path / "c")
+    label_file.write_bytes(label_file.read_bytes() + b"% relu par Ren\xe9e\nnote de Ren\xe9e\n")  # 0xE9: é in latin-1
+    number = len(label_file.read_bytes().splitlines())
+    assert read(root, classes=["neu"])["utt_id"].tolist() == ["Ses01F_impro01_F000", "Ses01F_impro01_M000"]
+    assert corpus_warnings(caplog) == [
+        f"{label_file}:{number}: unexpected line 'note de Renée' ignored (not a summary, evaluator or header line)"
+    ]
+
+
+def test_a_utf8_label_file_is_read_as_utf8_whatever_the_locale(tmp_path, caplog):
+    """A user whose locale is ASCII (LC_ALL=C) or Windows' cp1252 must not get 'RenÃ©e' for 'Renée'."""
+    import locale
+    import sys
+
+    if sys.flags.utf8_mode:
+        pytest.skip("Python's UTF-8 mode ignores the locale")
+    root, label_file = one_dialog_tree(tmp_path / "c")
+    label_file.write_text(label_file.read_text() + "note de Renée\n", encoding="utf-8")
+    number = len(label_file.read_text(encoding="utf-8").splitlines())
+    before = locale.setlocale(locale.LC_CTYPE)
+    try:
+        locale.setlocale(locale.LC_CTYPE, "C")
+        if locale.getencoding().lower().replace("-", "") in ("utf8", "utf"):
+            pytest.skip("the C locale is UTF-8 here")
+        read(root, classes=["neu"])
+    finally:
+        locale.setlocale(locale.LC_CTYPE, before)
+    assert corpus_warnings(caplog) == [
+        f"{label_file}:{number}: unexpected line 'note de Renée' ignored (not a summary, evaluator or header line)"
+    ]
+
+
+def test_an_unreadable_label_file_is_named(tmp_path):
+    from gmptl.corpora.iemocap import parse_emo_evaluation
+
+    unreadable = tmp_path / "Ses01F_impro01.txt"
+    unreadable.mkdir()  # reading it fails with an OSError, even for root (whom file permissions do not stop)
+    with pytest.raises(OSError) as cause:
+        unreadable.read_text(encoding="utf-8")
+    with pytest.raises(CorpusError) as error:
+        parse_emo_evaluation(unreadable)
+    assert str(error.value) == f"label file '{unreadable}' cannot be read ({cause.value})"

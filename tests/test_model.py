@@ -172,3 +172,105 @@ def test_metadata_cannot_overwrite_the_model_description(tmp_path, tiny_backbone
     model = build_model(tiny_backbone, HeadSpec(CLASSES, "mean"))
     with pytest.raises(ValueError, match=r"metadata keys \['files'\] are reserved"):
         save_model(model, tmp_path / "m", {"files": {}})
+
+
+# --- each head and switch, stated exactly ----------------------------------------------------------
+
+
+def test_masked_mean_divides_by_the_valid_frames_and_an_empty_row_is_zero():
+    hidden = torch.arange(12, dtype=torch.float32).reshape(2, 3, 2)
+    mask = torch.tensor([[True, False, False], [False, False, False]])
+    torch.testing.assert_close(masked_mean(hidden, mask), torch.tensor([[0.0, 1.0], [0.0, 0.0]]))
+
+
+def test_attentive_pooling_is_a_softmax_over_valid_frames_and_mean_pooling_has_no_weights():
+    torch.manual_seed(0)
+    attentive, mean = Pooling("attentive", 4), Pooling("mean", 4)
+    assert list(mean.parameters()) == [] and attentive.score is not None
+    hidden = torch.randn(1, 5, 4)
+    mask = torch.tensor([[True, True, True, False, False]])
+    weights = torch.softmax(attentive.score(hidden[0, :3]).squeeze(-1), dim=0)
+    torch.testing.assert_close(attentive(hidden, mask)[0], (weights[:, None] * hidden[0, :3]).sum(0))
+    assert not torch.allclose(attentive(hidden, mask), mean(hidden, mask))
+
+
+def test_the_margin_is_subtracted_for_any_nonzero_margin_and_every_class_count():
+    scores, targets = torch.zeros(2, 4), torch.tensor([0, 1])  # the batch holds neither class 2 nor 3
+    expected = torch.tensor([[-1.0, 0, 0, 0], [0, -1.0, 0, 0]])
+    torch.testing.assert_close(with_margin(scores, targets, 1.0), expected)
+    assert with_margin(scores, targets, 0.0) is scores
+
+
+def test_am_softmax_starts_from_small_weights():
+    torch.manual_seed(0)
+    weight = AMSoftmax(256, 4, margin=0.2, scale=30.0).weight
+    assert 0.008 < float(weight.std()) < 0.012  # N(0, 0.01²), as the AM-Softmax recipes initialise it
+
+
+@pytest.mark.parametrize("classifier", ["linear", "amsoftmax"])
+def test_heads_are_built_as_their_spec_says(tiny_backbone, classifier):
+    from gmptl.model import LinearClassifier
+
+    spec = HeadSpec(CLASSES, "attentive", classifier, 0.3, 20.0, gender_pooling="attentive")
+    model = build_model(tiny_backbone, spec)
+    emotion = model.emotion.classifier
+    if classifier == "amsoftmax":
+        assert isinstance(emotion, AMSoftmax) and (emotion.margin, emotion.scale) == (0.3, 20.0)
+        assert model.emotion_margin == pytest.approx(6.0)
+    else:
+        assert isinstance(emotion, LinearClassifier) and model.emotion_margin == 0.0
+    assert model.emotion.pooling.score is not None and model.gender.pooling.score is not None
+    assert model.gender.pooling.score.in_features == model.encoder.hidden_size
+    mean = build_model(tiny_backbone, HeadSpec(CLASSES, "mean", gender_pooling=None))
+    assert mean.emotion.pooling.score is None and mean.gender is None
+    assert build_model(tiny_backbone, HeadSpec(CLASSES, None)).emotion_margin == 0.0
+
+
+def test_the_mask_embedding_starts_as_the_backbones_own(tiny_backbone):
+    model = build_model(tiny_backbone, HeadSpec(CLASSES, "mean"))
+    torch.testing.assert_close(model.mask_embedding.detach(), model.encoder.model.masked_spec_embed.detach().float())
+    assert model.mask_embedding.requires_grad
+
+
+def test_a_backbone_without_a_mask_embedding_gets_a_small_random_one(tmp_path):
+    from transformers import HubertConfig, HubertModel
+
+    from gmptl.backbone import make_tiny_hubert
+
+    make_tiny_hubert(tmp_path / "b", hidden_size=32, num_layers=1)
+    config = HubertConfig.from_pretrained(tmp_path / "b")
+    config.mask_time_prob = config.mask_feature_prob = 0.0  # HF then builds no masked_spec_embed
+    HubertModel(config).save_pretrained(tmp_path / "b")
+    model = build_model(str(tmp_path / "b"), HeadSpec(CLASSES, "mean"))
+    assert getattr(model.encoder.model, "masked_spec_embed", None) is None
+    values = model.mask_embedding.detach()
+    assert values.shape == (32,) and values.min() >= -0.5 and values.max() < 0.5 and values.std() > 0.1
+
+
+def test_build_model_follows_the_backbones_input_normalization(tmp_path, tiny_backbone):
+    import shutil
+
+    assert build_model(tiny_backbone, HeadSpec(CLASSES, "mean")).encoder.normalize_input is False
+    copy = tmp_path / "normalizing"
+    shutil.copytree(tiny_backbone, copy)
+    config = json.loads((copy / "preprocessor_config.json").read_text())
+    (copy / "preprocessor_config.json").write_text(json.dumps({**config, "do_normalize": True}))
+    assert build_model(str(copy), HeadSpec(CLASSES, "mean")).encoder.normalize_input is True
+
+
+def test_a_full_time_or_channel_mask_hides_the_audio(tiny_backbone):
+    torch.manual_seed(0)
+    model = build_model(tiny_backbone, HeadSpec(CLASSES, "mean")).eval()
+    waves, lengths = torch.randn(2, 16000), torch.tensor([16000, 16000])
+    waves[1] = torch.randn(16000) * 3  # another utterance of the same length
+    frames = model(waves, lengths)["frame_mask"]
+    everything = torch.ones_like(frames)
+    with torch.no_grad():
+        plain = model(waves, lengths)["emotion"]
+        timed = model(waves, lengths, time_mask=everything)["emotion"]
+        channels = model(waves, lengths, channel_mask=torch.ones(2, model.encoder.hidden_size, dtype=torch.bool))
+        assert not torch.allclose(plain[0], plain[1])
+        torch.testing.assert_close(timed[0], timed[1])  # every frame is the mask embedding
+        torch.testing.assert_close(channels["emotion"][0], channels["emotion"][1])  # every channel is zero
+        model.mask_embedding.add_(1.0)
+        assert not torch.allclose(model(waves, lengths, time_mask=everything)["emotion"], timed)

@@ -47,9 +47,9 @@ MODULES: dict[str, list[str]] = {
     "corpora/crema_d": ["test_corpora.py"],
     "corpora/msp_podcast": ["test_corpora.py"],
     "corpora/emodb": ["test_corpora.py"],
-    "recipes": ["test_config.py", "test_corpus_recipes.py", "test_plan.py"],
+    "recipes": ["test_recipes.py", "test_config.py", "test_corpus_recipes.py", "test_plan.py"],
     "objectives": ["test_objectives.py", "test_model.py"],
-    "model": ["test_model.py"],
+    "model": ["test_model.py", "test_objectives.py"],
     "frames": ["test_frames.py", "test_features.py", "test_gmp.py"],
 }
 

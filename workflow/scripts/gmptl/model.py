@@ -45,8 +45,7 @@ class Pooling(nn.Module):
 
     def __init__(self, kind: str, dim: int):
         super().__init__()
-        self.kind = kind
-        self.score = nn.Linear(dim, 1) if kind == "attentive" else None
+        self.score = nn.Linear(dim, 1) if kind == "attentive" else None  # None: mean pooling
 
     def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if self.score is None:
