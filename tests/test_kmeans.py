@@ -255,3 +255,106 @@ def test_screened_seeding_picks_the_same_seeds_as_float32_seeding(monkeypatch, o
         runs[on] = kmeans_plusplus(x, 80, torch.Generator().manual_seed(3))
     np.testing.assert_array_equal(runs[True][0].numpy(), runs[False][0].numpy())
     assert runs[True][1] == pytest.approx(runs[False][1], rel=1e-6)
+
+
+# --- precision switches, defaults and the frame mean ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("device", "precision", "has_out_dtype", "expected"),
+    [
+        ("cpu", "auto", True, torch.float32),
+        ("cpu", "fp32", True, torch.float32),
+        ("cpu", "bf16", False, torch.bfloat16),  # held on every device
+        ("cuda", "auto", True, torch.bfloat16),
+        ("cuda", "auto", False, torch.float32),  # torch < 2.8 cannot accumulate a bf16 mm in float32
+        ("cuda", "bf16", True, torch.bfloat16),
+        ("cuda", "bf16", False, torch.float32),
+        ("cuda", "fp32", True, torch.float32),
+    ],
+)
+def test_matmul_precision_per_device(monkeypatch, device, precision, has_out_dtype, expected):
+    from gmptl.kmeans import matmul_dtype
+
+    monkeypatch.setattr(gmptl.kmeans, "_mm_has_out_dtype", lambda: has_out_dtype)
+    assert matmul_dtype(torch.device(device), precision) == expected
+    if precision == "auto":
+        assert matmul_dtype(torch.device(device)) == expected  # auto is the default
+
+
+def test_an_unknown_matmul_precision_is_named():
+    from gmptl.kmeans import matmul_dtype
+
+    with pytest.raises(KMeansError) as error:
+        matmul_dtype(torch.device("cpu"), "fp16")
+    assert str(error.value) == "k-means matmul precision 'fp16' is not one of auto, bf16, fp32"
+
+
+def test_fit_kmeans_defaults_are_the_schema_defaults():
+    from gmptl.schema import defaults
+
+    x = np.random.default_rng(2).normal(size=(400, 8)).astype(np.float32)  # no clusters: Lloyd takes a while
+    settings = defaults("kmeans")
+    explicit = fit_kmeans(
+        x,
+        6,
+        seed=0,
+        max_iter=settings["max_iter"],
+        tol=settings["tol"],
+        n_init=settings["n_init"],
+        init_frames=settings["init_frames"],
+    )
+    default = fit_kmeans(x, 6)
+    np.testing.assert_array_equal(default.centroids, explicit.centroids)
+    assert default.iterations == explicit.iterations > 1
+    assert not np.array_equal(fit_kmeans(x, 6, seed=1).centroids, default.centroids)
+
+
+def test_float64_frames_give_float32_centroids_of_the_same_fit():
+    x = blobs(n=300, d=8, centers=5, seed=3)
+    single = fit_kmeans(x.astype(np.float32), 5, seed=0)
+    double = fit_kmeans(x.astype(np.float64), 5, seed=0)
+    assert double.centroids.dtype == np.float32
+    np.testing.assert_array_equal(double.centroids, single.centroids)
+
+
+def test_frame_mean_sums_every_chunk_in_float64():
+    from gmptl.kmeans import frame_mean
+
+    x = torch.from_numpy(blobs(n=10, d=3, centers=2, seed=0) + 1e4)
+    for chunk in (1, 3, 10, 64):
+        mean = frame_mean(x, chunk)
+        assert mean.dtype == torch.float64
+        torch.testing.assert_close(mean, x.double().mean(0), rtol=0, atol=1e-9)
+
+
+# Frames and centroids whose every component bfloat16 rounds the same way (down, by almost its unit roundoff
+# 2⁻⁸): the worst case the screen's error bound must cover. Centroids are constant vectors near 2⁻⁶.
+COHERENT_X = 1 + 2**-8 * 0.999
+COHERENT_C = 2**-6 * (1 + 2**-8 * 0.999)
+DECOYS = [
+    3.155497123775768e-05,
+    0.00010151086813765185,
+    1.6460289035616908e-05,
+    7.856280891033651e-05,
+    3.390303044075858e-05,
+]
+
+
+def test_the_screen_error_bound_covers_inputs_that_all_round_the_same_way():
+    x, c = torch.full((1, 64), COHERENT_X), torch.full((1, 64), COHERENT_C)
+    c_sq = (c * c).sum(1)
+    approx = torch.mm(torch.cat([x, torch.ones(1, 1)], 1).to(torch.bfloat16), Screen.of(c, c_sq).augmented).float()
+    exact = c_sq - 2.0 * (x * c).sum(1)
+    scale = 2.0 * x.norm() * c.norm() + c_sq
+    assert float((approx[0] - exact).abs() / scale) <= gmptl.kmeans.SCREEN_ERROR  # 0.0076 here: above 3 × 2⁻⁹
+
+
+def test_the_screen_never_keeps_a_farther_centroid_on_coherently_rounded_inputs():
+    values = torch.tensor([COHERENT_C] + [COHERENT_C - d for d in DECOYS], dtype=torch.float64)
+    centroids = (values[:, None] * torch.ones(len(values), 64, dtype=torch.float64)).float()
+    x = torch.full((3, 64), COHERENT_X)
+    c_sq = (centroids * centroids).sum(1)
+    _, screened_index = smallest_partials(x, centroids.T.contiguous(), c_sq, 1, Screen.of(centroids, c_sq))
+    plain = torch.addmm(c_sq[None], x, centroids.T, alpha=-2.0)
+    assert (plain.gather(1, screened_index)[:, 0] == plain.min(1).values).all()  # the nearest, as float32 says
