@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import schema
 from .errors import KMeansError
 
 
@@ -388,16 +389,20 @@ def frame_mean(x: torch.Tensor, chunk: int) -> torch.Tensor:
     return total / x.shape[0]
 
 
+_DEFAULTS = schema.defaults("kmeans")  # the one place a default is written: the config schema
+_CHUNK = schema.defaults("runtime")["kmeans_chunk_frames"]
+
+
 def fit_kmeans(
     frames: np.ndarray | torch.Tensor,
     k: int,
     *,
     seed: int = 0,
-    max_iter: int = 100,
-    tol: float = 1e-5,
-    n_init: int = 1,
-    init_frames: int = 20_000,
-    chunk: int = 8192,
+    max_iter: int = _DEFAULTS["max_iter"],
+    tol: float = _DEFAULTS["tol"],
+    n_init: int = _DEFAULTS["n_init"],
+    init_frames: int = _DEFAULTS["init_frames"],
+    chunk: int = _CHUNK,
     device: torch.device | str = "cpu",
     matmul_precision: str = "auto",
 ) -> KMeansResult:
