@@ -119,7 +119,7 @@ def test_k_larger_than_frames_is_a_clear_error():
 def test_non_finite_frames_are_a_clear_error(bad):
     x = blobs(n=100)
     x[3, 2] = bad
-    with pytest.raises(KMeansError, match="NaN or infinite"):
+    with pytest.raises(KMeansError, match="^the fit frames contain NaN or infinite values; the features are corrupt$"):
         fit_kmeans(x, 4)
 
 
@@ -360,14 +360,15 @@ def test_the_screen_never_keeps_a_farther_centroid_on_coherently_rounded_inputs(
     assert (plain.gather(1, screened_index)[:, 0] == plain.min(1).values).all()  # the nearest, as float32 says
 
 
-def test_bounded_lloyd_follows_plain_lloyd_from_many_starts():
+@pytest.mark.parametrize("k", [2, 6])
+def test_bounded_lloyd_follows_plain_lloyd_from_many_starts(k):
     """Hamerly's bounds may skip a frame only when no centroid can have come nearer: from 40 random starts on
     uneven 2-d clusters (centroids travel far, at different speeds), the labels are plain float64 Lloyd's."""
     for seed in range(40):
         rng = np.random.default_rng(seed)
         x = rng.normal(size=(300, 2))
         x[:100] += 4 * rng.normal(size=2)
-        start = x[rng.choice(300, 6, replace=False)]
+        start = x[rng.choice(300, k, replace=False)]
         result = lloyd(torch.from_numpy(x).float(), torch.from_numpy(start).float(), 200, 0.0, 64)
         labels = nearest(torch.from_numpy(x).float(), result.centroids)[0].numpy()
         np.testing.assert_array_equal(labels, float64_lloyd(x, start, 200), err_msg=f"start {seed}")
@@ -382,3 +383,30 @@ def test_one_or_two_clusters(k):
         np.testing.assert_allclose(result.centroids[j], x[labels == j].mean(0), rtol=1e-5, atol=1e-5)
     if k == 1:
         np.testing.assert_allclose(result.centroids[0], x.mean(0), rtol=1e-5, atol=1e-5)
+
+
+def test_seeding_is_scale_invariant_and_can_pick_every_frame():
+    x = torch.from_numpy(blobs(n=300, d=8, centers=5, seed=5))
+    seeds = kmeans_plusplus(x, 10, torch.Generator().manual_seed(1))[0]
+    small = kmeans_plusplus(x * 0.01, 10, torch.Generator().manual_seed(1))[0]  # distances far below 1
+    torch.testing.assert_close(small, seeds * 0.01)
+    few = torch.from_numpy(blobs(n=5, d=3, centers=5, seed=1))
+    for seed in range(5):  # k = n: every frame is a seed once, the last row included
+        picked = kmeans_plusplus(few, 5, torch.Generator().manual_seed(seed))[0]
+        assert sorted(map(tuple, picked.tolist())) == sorted(map(tuple, few.tolist()))
+
+
+def test_as_many_clusters_as_frames_and_a_seeding_subset():
+    x = blobs(n=300, d=8, centers=6, seed=7)
+    every = fit_kmeans(x[:12], 12, seed=0)
+    np.testing.assert_allclose(np.sort(every.centroids, axis=0), np.sort(x[:12], axis=0), rtol=1e-5, atol=1e-5)
+    assert every.inertia < 1e-3  # every frame is its own centroid (float32 rounding of the centring aside)
+    subset = fit_kmeans(x, 6, seed=0, init_frames=100)  # 300 frames > 100: seeded on a subset of 100
+    assert not np.array_equal(subset.centroids, fit_kmeans(x, 6, seed=0, init_frames=1000).centroids)
+
+
+def test_bf16_matmul_precision_is_used_when_asked_on_the_cpu():
+    x = np.random.default_rng(0).normal(size=(300, 8)).astype(np.float32)
+    fp32, bf16 = (fit_kmeans(x, 6, matmul_precision=p) for p in ("fp32", "bf16"))
+    assert not np.array_equal(fp32.centroids, bf16.centroids)
+    assert bf16.inertia == pytest.approx(fp32.inertia, rel=0.05)
