@@ -548,6 +548,8 @@ def test_table_errors_name_the_file_and_the_cell(tmp_path):
     with pytest.raises(CorpusError) as error:
         read_corpus(settings(tmp_path, "table", table="blank.tsv"))
     assert str(error.value) == f"corpus table '{tmp_path / 'blank.tsv'}' is empty"
+    trailing = table_tree(tmp_path / "x", "path\temotion\tspeaker\t\t\na/u1.wav\tneu\tanna\t\t\n")
+    assert manifest_of(trailing, "table", table="labels.tsv", classes=["neu"])["speaker"].tolist() == ["anna"]
     twice = table_tree(tmp_path / "d", "path\temotion\tspeaker\tspeaker\na/u1.wav\tneu\tanna\tbob\n")
     with pytest.raises(CorpusError) as error:
         read_corpus(settings(twice, "table", table="labels.tsv", classes=["neu"]))

@@ -46,7 +46,7 @@ def read_table(path: Path) -> pd.DataFrame:
     except (pd.errors.ParserError, UnicodeDecodeError, OSError) as err:
         raise CorpusError(f"corpus table '{path}' cannot be parsed ({err})") from err
     header = rows.iloc[0].str.strip().tolist()
-    repeated = sorted({name for name in header if header.count(name) > 1})
+    repeated = sorted({name for name in header if name and header.count(name) > 1})  # unnamed columns may repeat
     if repeated:
         raise CorpusError(f"corpus table '{path}' has column(s) {repeated} more than once")
     return pd.DataFrame(rows.iloc[1:].to_numpy(), columns=header)
