@@ -410,3 +410,18 @@ def test_bf16_matmul_precision_is_used_when_asked_on_the_cpu():
     fp32, bf16 = (fit_kmeans(x, 6, matmul_precision=p) for p in ("fp32", "bf16"))
     assert not np.array_equal(fp32.centroids, bf16.centroids)
     assert bf16.inertia == pytest.approx(fp32.inertia, rel=0.05)
+
+
+@pytest.mark.parametrize("steps", [1, 2])
+def test_lloyd_stopped_by_max_iter_returns_its_last_means(steps):
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(200, 3))
+    start = x[:5].copy()
+    result = lloyd(torch.from_numpy(x).float(), torch.from_numpy(start).float(), steps, 0.0, 64)
+    centroids, labels = start, None
+    for _ in range(steps):  # plain Lloyd by hand, float64
+        labels = np.stack([((x - c) ** 2).sum(1) for c in centroids], axis=1).argmin(1)
+        centroids = np.stack([x[labels == j].mean(0) for j in range(5)])
+    assert (result.iterations, result.converged) == (steps, False)
+    np.testing.assert_allclose(result.centroids.numpy(), centroids, rtol=1e-5, atol=1e-5)
+    assert result.objective == pytest.approx(((x - centroids[labels]) ** 2).sum(), rel=1e-5)
