@@ -127,11 +127,12 @@ def test_the_written_centroids_are_k_means_of_the_training_frames(tmp_path, tiny
 # --- the fit frames, block reads and the label file, on hand-written feature files ------------------
 
 
-def feature_file(path, lengths, splits, dim=4, seed=0, attrs=None):
-    """A feature file whose frame i carries i in channel 0 (so a read frame names itself)."""
+def feature_file(path, lengths, splits, dim=4, seed=0, attrs=None, named=True):
+    """A feature file whose frame i carries i in channel 0 when `named` (so a read frame names itself)."""
     alignment = Alignment.from_lengths([f"u{i}" for i in range(len(lengths))], splits, lengths)
     frames = np.random.default_rng(seed).normal(size=(alignment.total_frames, dim)).astype(np.float32)
-    frames[:, 0] = np.arange(alignment.total_frames)
+    if named:
+        frames[:, 0] = np.arange(alignment.total_frames)
     with h5py.File(path, "w") as handle:
         alignment.write(handle)
         handle.create_dataset("layer_1", data=frames)
@@ -222,14 +223,20 @@ def test_the_label_file_is_k_means_of_the_settings_with_the_features_provenance(
     caplog.set_level("INFO")
     provenance = {"backbone": "tiny", "fold": 3, "frame_rate": 49.8, "code_version": "abc", "other": 1}
     alignment, frames = feature_file(
-        tmp_path / "f.h5", [30, 20, 25, 10], ["train", "train", "valid", "train"], dim=6, attrs=provenance
-    )
-    settings = KMeansSettings(fit_fraction=1.0, max_fit_frames=100, n_init=2, init_frames=40, max_iter=3, tol=0.0)
+        tmp_path / "f.h5",
+        [30, 20, 25, 10],
+        ["train", "train", "valid", "train"],
+        dim=6,
+        seed=1,
+        attrs=provenance,
+        named=False,
+    )  # with these frames n_init 4 and 1, and tol 0.01 and 1e-5, give other fits
+    settings = KMeansSettings(fit_fraction=1.0, max_fit_frames=100, n_init=4, init_frames=40, max_iter=20, tol=0.01)
     summary = fit_gmp_labels(
         tmp_path / "f.h5", 1, 5, tmp_path / "l.h5", settings=settings, seed=7, device=torch.device("cpu")
     )
     fit = frames[train_frames(alignment)]
-    direct = fit_kmeans(fit, 5, seed=7, max_iter=3, tol=0.0, n_init=2, init_frames=40)
+    direct = fit_kmeans(fit, 5, seed=7, max_iter=20, tol=0.01, n_init=4, init_frames=40)
     _, labels, attrs = read_gmp_labels(tmp_path / "l.h5")
     with h5py.File(tmp_path / "l.h5") as handle:
         np.testing.assert_array_equal(handle["centroids"][:], direct.centroids)
@@ -285,3 +292,15 @@ def test_a_label_file_without_its_labels_or_of_the_wrong_length_is_named(tmp_pat
     with pytest.raises(FeatureError) as error:
         read_gmp_labels(tmp_path / "l.h5")
     assert str(error.value) == f"label file '{tmp_path / 'l.h5'}' has 6 labels for 7 frames"
+
+
+def test_a_fraction_of_the_fit_utterances_is_drawn_with_the_folds_seed(tmp_path):
+    feature_file(tmp_path / "f.h5", [5] * 20, ["train"] * 20, dim=3, named=False)
+    settings = KMeansSettings(fit_fraction=0.5, max_fit_frames=1000, n_init=1, init_frames=100, max_iter=10, tol=0.0)
+    fits = [
+        fit_gmp_labels(tmp_path / "f.h5", 1, 4, tmp_path / f"l{i}.h5", settings=settings, seed=3, device="cpu")
+        for i in range(2)
+    ]
+    assert fits[0]["n_fit_frames"] == 50
+    with h5py.File(tmp_path / "l0.h5") as one, h5py.File(tmp_path / "l1.h5") as two:
+        np.testing.assert_array_equal(one["centroids"][:], two["centroids"][:])

@@ -30,12 +30,12 @@ from gmptl.recipes import (
 CONFIG = {"corpus": {"root": "/data/IEMOCAP_full_release"}, "gmp": {"layers": [2, 1], "k": [8, 32]}}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture  # per test (cheap): mutation testing maps a fixture's calls to each test that uses it
 def config():
     return validate_config(CONFIG)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def gmp_tl(config):
     return experiment_stages(config, experiment_settings(config, "gmp_tl"))
 
@@ -147,3 +147,20 @@ def test_recipe_json_is_written_sorted_atomically_and_only_when_it_changes(tmp_p
     write_recipe(path, {"a": 1})
     assert json.loads(path.read_text()) == {"a": 1} and path.stat().st_mtime != 1
     assert sorted(p.name for p in path.parent.iterdir()) == ["recipe.json"]  # no temporary file left
+
+
+def test_stage1_trains_without_the_utterance_only_settings_and_may_start_from_mtl(gmp_tl):
+    assert "class_weights" not in gmp_tl["stage1"].recipe["train"]
+    assert "specaugment" not in gmp_tl["stage1"].recipe["train"]
+    assert "class_weights" in gmp_tl["stage2"].recipe["train"]
+    config = validate_config({**CONFIG, "stage1": {"init": "mtl"}})
+    stages = experiment_stages(config, experiment_settings(config, "gmp_tl"))
+    assert init_model_dir(stages["stage1"].recipe, 2) == f"results/cache/mtl/{stages['mtl'].id}/fold2"
+    assert stages["gmp"].recipe["seed"] == 42 and stages["stage1"].recipe["gmp"]["id"] == stages["gmp"].id
+
+
+def test_stage2_from_mtl_without_gmp_trains_the_mtl_model_first():
+    config = validate_config({**CONFIG, "experiments": {"mtl_ft": {"stage2": {"init": "mtl"}}}})
+    stages = experiment_stages(config, experiment_settings(config, "mtl_ft"))
+    assert list(stages) == ["mtl", "stage2"]
+    assert init_model_dir(stages["stage2"].recipe, 1) == f"results/cache/mtl/{stages['mtl'].id}/fold1"
