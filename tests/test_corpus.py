@@ -422,27 +422,28 @@ def test_only_the_txt_files_directly_in_emo_evaluation_are_read(tmp_path, caplog
     assert corpus_warnings(caplog) == []
 
 
-def test_a_bracket_line_that_is_no_summary_is_an_error_naming_the_expected_format(tmp_path):
-    root, label_file = one_dialog_tree(tmp_path / "c")
-    label_file.write_text(label_file.read_text() + "[6.2901 - 8.2357] unfinished\n")
+def error_of_an_added_line(root, line: str) -> tuple[str, str]:
+    """The error of reading a one-dialog tree whose label file ends with `line`, and that line's "file:line"."""
+    root, label_file = one_dialog_tree(root)
+    label_file.write_text(label_file.read_text() + line)
     number = len(label_file.read_text().splitlines())
     with pytest.raises(CorpusError) as error:
         read(root, classes=["neu"])
-    assert str(error.value) == (
-        f"{label_file}:{number}: malformed summary line '[6.2901 - 8.2357] unfinished'; expected "
+    return str(error.value), f"{label_file}:{number}"
+
+
+def test_a_bracket_line_that_is_no_summary_is_an_error_naming_the_expected_format(tmp_path):
+    message, where = error_of_an_added_line(tmp_path / "c", "[6.2901 - 8.2357] unfinished\n")
+    assert message == (
+        f"{where}: malformed summary line '[6.2901 - 8.2357] unfinished'; expected "
         "'[START - END]<TAB>UTT_ID<TAB>LABEL<TAB>[V, A, D]'"
     )
 
 
 def test_a_summary_line_with_a_bad_utterance_id_is_named(tmp_path):
-    root, label_file = one_dialog_tree(tmp_path / "c")
-    label_file.write_text(label_file.read_text() + summary_line("utterance7", "neu", 9.0, 10.0))
-    number = len(label_file.read_text().splitlines())
-    with pytest.raises(CorpusError) as error:
-        read(root, classes=["neu"])
-    assert str(error.value) == (
-        f"{label_file}:{number}: utterance id 'utterance7' does not look like an IEMOCAP id "
-        "(SesNN[FM]_<dialog>_[FM]NNN)"
+    message, where = error_of_an_added_line(tmp_path / "c", summary_line("utterance7", "neu", 9.0, 10.0))
+    assert message == (
+        f"{where}: utterance id 'utterance7' does not look like an IEMOCAP id (SesNN[FM]_<dialog>_[FM]NNN)"
     )
 
 

@@ -547,11 +547,9 @@ def test_two_sessions_or_speakers_are_enough_and_one_is_not(protocol):
     assert sorted(make_folds(frame, "none", protocol=protocol)["fold"].unique()) == [1, 2]
     kind = "sessions" if protocol == "session" else "speakers"
     shown = "[1]" if protocol == "session" else "['Actor_01']"
-    with pytest.raises(CorpusError, match=f"^leave-one-{protocol}-out needs at least 2 {kind}; the manifest has "):
-        make_folds(frame.head(8), "none", protocol=protocol)
     with pytest.raises(CorpusError) as error:
         make_folds(frame.head(8), "none", protocol=protocol)
-    assert str(error.value).endswith(f"the manifest has {shown}")
+    assert str(error.value) == f"leave-one-{protocol}-out needs at least 2 {kind}; the manifest has {shown}"
 
 
 def test_kfold_with_as_many_speakers_as_folds():
